@@ -1,0 +1,206 @@
+"""The ``cotfactory`` command line. Flags map 1:1 to config fields; defaults < --config < flags."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cotfactory.config import GenerateConfig, build_config, read_config_file
+from cotfactory.errors import ConfigError, CotfactoryError
+
+app = typer.Typer(
+    name="cotfactory",
+    help="Manufacture chain-of-thought training data with a teacher and distil it into a student.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+templates_app = typer.Typer(help="List and render prompt templates.", invoke_without_command=True)
+app.add_typer(templates_app, name="templates")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def user_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """User errors become one line on stderr and exit 2 (a traceback with COTFACTORY_DEBUG=1)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except CotfactoryError as exc:
+            if os.environ.get("COTFACTORY_DEBUG"):
+                raise
+            err.print(Text.assemble(("error: ", "bold red"), str(exc).replace("\n", " ")), soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: finished samples are stored; run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _split(values: list[str] | None, cast: Any = str, field: str = "") -> list[Any] | None:
+    """'0.3,0.8' (or the flag repeated) → [0.3, 0.8]."""
+    if not values:
+        return None
+    items = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        raise ConfigError(f"--{field}: cannot read {','.join(items)!r} as a list of {cast.__name__}") from None
+
+
+def _desc(name: str) -> str:
+    return GenerateConfig.model_fields[name].description or ""
+
+
+@app.command()
+@user_errors
+def generate(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same keys as the flags.")] = None,
+    input: Annotated[str | None, typer.Option(help=_desc("input"))] = None,
+    format: Annotated[str | None, typer.Option(help=_desc("format"))] = None,
+    question_field: Annotated[str | None, typer.Option(help=_desc("question_field"))] = None,
+    answer_field: Annotated[str | None, typer.Option(help=_desc("answer_field"))] = None,
+    id_field: Annotated[str | None, typer.Option(help=_desc("id_field"))] = None,
+    answer_type: Annotated[str | None, typer.Option(help=_desc("answer_type"))] = None,
+    limit: Annotated[int | None, typer.Option(help=_desc("limit"))] = None,
+    shard: Annotated[str | None, typer.Option(help=_desc("shard"))] = None,
+    template: Annotated[list[str] | None, typer.Option(help=_desc("templates") + " Repeat or comma-separate.")] = None,
+    prompts_dir: Annotated[list[str] | None, typer.Option(help=_desc("prompts_dir"))] = None,
+    temperatures: Annotated[str | None, typer.Option(help=_desc("temperatures") + " e.g. 0.3,0.8")] = None,
+    seeds: Annotated[str | None, typer.Option(help=_desc("seeds") + " e.g. 1,2")] = None,
+    samples_per_setting: Annotated[int | None, typer.Option(help=_desc("samples_per_setting"))] = None,
+    top_p: Annotated[float | None, typer.Option(help=_desc("top_p"))] = None,
+    max_tokens: Annotated[int | None, typer.Option(help=_desc("max_tokens"))] = None,
+    length_retry_tokens: Annotated[int | None, typer.Option(help=_desc("length_retry_tokens"))] = None,
+    teacher: Annotated[str | None, typer.Option(help=_desc("teacher"))] = None,
+    model: Annotated[str | None, typer.Option(help=_desc("model"))] = None,
+    base_url: Annotated[list[str] | None, typer.Option(help=_desc("base_url") + " Repeat for replicas.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help=_desc("api_key_env"))] = None,
+    concurrency: Annotated[int | None, typer.Option(help=_desc("concurrency"))] = None,
+    rpm: Annotated[float | None, typer.Option(help=_desc("rpm"))] = None,
+    tpm: Annotated[float | None, typer.Option(help=_desc("tpm"))] = None,
+    timeout: Annotated[float | None, typer.Option(help=_desc("timeout"))] = None,
+    max_attempts: Annotated[int | None, typer.Option(help=_desc("max_attempts"))] = None,
+    use_n: Annotated[str | None, typer.Option(help=_desc("use_n"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=_desc("batch_size"))] = None,
+    device: Annotated[str | None, typer.Option(help=_desc("device"))] = None,
+    dtype: Annotated[str | None, typer.Option(help=_desc("dtype"))] = None,
+    replay: Annotated[str | None, typer.Option(help=_desc("replay"))] = None,
+    out: Annotated[str | None, typer.Option(help=_desc("out"))] = None,
+    max_total_tokens: Annotated[int | None, typer.Option(help=_desc("max_total_tokens"))] = None,
+    price_table: Annotated[str | None, typer.Option(help=_desc("price_table"))] = None,
+    retry_failed: Annotated[bool | None, typer.Option("--retry-failed/--no-retry-failed", help=_desc("retry_failed"))] = None,
+) -> None:
+    """Have a teacher write rationales for every problem over a grid of templates, temperatures and seeds.
+
+    Exit codes: 0 done, 1 some samples failed for good (listed), 2 bad input or config,
+    3 stopped at the token budget.
+    """
+    from cotfactory.generate import print_summary, run_generate
+
+    flags = dict(
+        input=input, format=format, question_field=question_field, answer_field=answer_field, id_field=id_field,
+        answer_type=answer_type, limit=limit, shard=shard, templates=_split(template),
+        prompts_dir=_split(prompts_dir), temperatures=_split([temperatures] if temperatures else None, float, "temperatures"),
+        seeds=_split([seeds] if seeds else None, int, "seeds"), samples_per_setting=samples_per_setting, top_p=top_p,
+        max_tokens=max_tokens, length_retry_tokens=length_retry_tokens, teacher=teacher, model=model,
+        base_url=_split(base_url), api_key_env=api_key_env, concurrency=concurrency, rpm=rpm, tpm=tpm,
+        timeout=timeout, max_attempts=max_attempts, use_n=use_n, batch_size=batch_size, device=device, dtype=dtype,
+        replay=replay, out=out, max_total_tokens=max_total_tokens, price_table=price_table, retry_failed=retry_failed,
+    )
+    file_values = read_config_file(config) if config else {}
+    resolved = build_config(GenerateConfig, file_values, flags, source=str(config) if config else "flags")
+    result = run_generate(resolved, err)
+    print_summary(result, err)
+    raise typer.Exit(result.exit_code)
+
+
+@templates_app.callback()
+@user_errors
+def templates_list(
+    ctx: typer.Context,
+    prompts_dir: Annotated[list[Path] | None, typer.Option(help="Extra template folders.")] = None,
+) -> None:
+    """List the available templates (bundled and from --prompts-dir)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from cotfactory.prompts import available_templates, load_template
+
+    table = Table("name", "form", "version", "hash", "description")
+    for name, path in available_templates(prompts_dir).items():
+        template = load_template(str(path))
+        spec = template.spec
+        table.add_row(name, spec.form, str(spec.version), template.hash, spec.description)
+    out.print(table)
+
+
+@templates_app.command("show")
+@user_errors
+def templates_show(
+    name: Annotated[str, typer.Argument(help="Template name or path to a YAML file.")],
+    problem: Annotated[str | None, typer.Option(help="A question, or a JSON object of Problem fields.")] = None,
+    input: Annotated[str | None, typer.Option(help="Take the problem from this dataset file …")] = None,
+    format: Annotated[str, typer.Option(help="… read with this loader …")] = "jsonl",
+    index: Annotated[int, typer.Option(help="… at this position.")] = 0,
+    prompts_dir: Annotated[list[Path] | None, typer.Option(help="Extra template folders.")] = None,
+) -> None:
+    """Render a template for one problem and print the messages or prompt."""
+    from cotfactory.problems import load_problems
+    from cotfactory.prompts import load_template
+    from cotfactory.records import Problem
+
+    template = load_template(name, prompts_dir)
+    if input is not None:
+        problems = load_problems(format, input, limit=index + 1)
+        if index >= len(problems):
+            raise ConfigError(f"--index {index}: {input} has only {len(problems)} problems")
+        chosen = problems[index]
+    elif problem is not None:
+        chosen = _problem_from_flag(problem, Problem)
+    else:
+        raise ConfigError("templates show: give --problem TEXT_OR_JSON or --input FILE [--format F --index N]")
+    prompt = template.render(chosen)
+    out.print(f"[dim]template {template.name} v{template.spec.version} hash {template.hash}[/dim]")
+    if prompt.messages is not None:
+        for message in prompt.messages:
+            out.rule(message["role"])
+            out.print(message["content"], markup=False, highlight=False)
+    else:
+        out.print(prompt.text, markup=False, highlight=False)
+    if prompt.stop:
+        out.print(f"[dim]stop: {prompt.stop!r}[/dim]")
+
+
+def _problem_from_flag(text: str, problem_cls: Any) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError:
+        fields = None
+    if not isinstance(fields, dict):
+        fields = {"question": text}
+    fields.setdefault("id", "cli")
+    try:
+        return problem_cls.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--problem: field '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

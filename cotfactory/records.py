@@ -1,0 +1,131 @@
+"""The records that flow through the factory: Problem → Request → Sample.
+
+Every record is a pydantic model, validated when it is made and when it is read back from the
+store, so a bad value fails where it enters rather than three stages later.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cotfactory.hashing import derive_seed, stable_hash
+
+AnswerType = Literal["number", "choice", "yes_no", "text"]
+FinishReason = Literal["stop", "length", "error"]
+
+
+class Problem(BaseModel):
+    """One question of a dataset, with its gold answer where the dataset has one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="Unique within the dataset.")
+    question: str = Field(min_length=1)
+    gold: str | None = Field(None, description="The gold answer as text (a number, a choice, yes/no).")
+    answer_type: AnswerType = "text"
+    choices: list[str] | None = Field(None, description="Answer options, for answer_type 'choice'.")
+    source: str = Field("", description="Loader name and file the problem came from.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _choices_match_type(self) -> Problem:
+        if self.answer_type == "choice" and not self.choices:
+            raise ValueError("a 'choice' problem needs a non-empty 'choices' list")
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        """Changes when the question, gold or choices change under the same id."""
+        return stable_hash([self.question, self.gold, self.answer_type, self.choices], 12)
+
+
+class RenderedPrompt(BaseModel):
+    """What a teacher is sent: chat messages or a plain completion prompt, and its stop strings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: list[dict[str, str]] | None = None
+    text: str | None = None
+    stop: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exactly_one_form(self) -> RenderedPrompt:
+        if (self.messages is None) == (self.text is None):
+            raise ValueError("a prompt is either chat 'messages' or completion 'text'")
+        return self
+
+    def char_length(self) -> int:
+        if self.text is not None:
+            return len(self.text)
+        return sum(len(m["content"]) for m in self.messages or [])
+
+
+class Request(BaseModel):
+    """One sample to draw: which problem, template, teacher and sampling setting.
+
+    ``key`` hashes every field that changes the result, so the same request is never sent twice
+    for a run. The rendered prompt rides along but is not part of the key (the template hash and
+    the problem's content hash already pin it down) and is never stored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    problem_id: str
+    problem_hash: str = ""
+    template: str
+    template_hash: str
+    teacher: str = Field(description="Adapter name: openai, hf, replay.")
+    model: str
+    temperature: float = Field(ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int
+    max_tokens: int = Field(gt=0)
+    sample_index: int = Field(0, ge=0)
+    mode: str = Field("sample", description="Decoding mode; later modes (contrastive) change the key.")
+    prompt: RenderedPrompt | None = Field(None, exclude=True, repr=False)
+
+    @property
+    def key(self) -> str:
+        return stable_hash(self.model_dump(exclude={"prompt"}), 24)
+
+    @property
+    def sample_seed(self) -> int:
+        """The seed of this one sample: the grid seed for sample 0, a derived one for the rest."""
+        if self.sample_index == 0:
+            return self.seed
+        return derive_seed(self.seed, self.sample_index)
+
+
+class Sample(BaseModel):
+    """A teacher's answer to one request, with everything needed to trust or reproduce it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: Request
+    text: str = ""
+    rationale: str = ""
+    answer: str | None = None
+    finish_reason: FinishReason = "stop"
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    latency_s: float = Field(0.0, ge=0.0)
+    attempts: int = Field(1, ge=0)
+    error: str | None = Field(None, description="Set when the request failed permanently.")
+    sent_seed: int | None = Field(None, description="The seed the teacher was actually given.")
+    sent_max_tokens: int | None = Field(None, description="max_tokens of the last attempt.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("text")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        return value.replace("\x00", "")
+
+    @property
+    def key(self) -> str:
+        return self.request.key
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None

@@ -1,0 +1,144 @@
+"""The run's SQLite store: the only source of truth of a run.
+
+WAL journal, one transaction per completed teacher call, ``INSERT OR IGNORE`` on the request key:
+a run killed at any moment keeps every committed sample and never holds one twice. Everything else
+in a run directory (exports, summaries) is derived from this file and can be rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cotfactory.records import Problem, Sample
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS problems (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT PRIMARY KEY,
+    problem_id TEXT NOT NULL,
+    failed INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE INDEX IF NOT EXISTS samples_by_problem ON samples (problem_id);
+"""
+
+
+class Store:
+    """A run directory's ``store.sqlite``. Written from one thread; read from anywhere."""
+
+    FILENAME = "store.sqlite"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+        self.set_meta("schema_version", SCHEMA_VERSION)
+
+    @classmethod
+    def in_run(cls, run_dir: str | Path) -> Store:
+        return cls(Path(run_dir) / cls.FILENAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # meta -------------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # problems ---------------------------------------------------------------------------------
+    def put_problems(self, problems: Iterable[Problem]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO problems VALUES (?, ?)",
+                ((p.id, p.model_dump_json()) for p in problems),
+            )
+
+    def problems(self) -> dict[str, Problem]:
+        rows = self._db.execute("SELECT body FROM problems")
+        return {p.id: p for p in (Problem.model_validate_json(body) for (body,) in rows)}
+
+    # samples ----------------------------------------------------------------------------------
+    def add_samples(self, samples: Iterable[Sample]) -> int:
+        """Commit the samples of one completed call in one transaction; returns how many were new."""
+        rows = [
+            (s.key, s.request.problem_id, int(s.failed), s.prompt_tokens, s.completion_tokens, s.model_dump_json())
+            for s in samples
+        ]
+        with self._transaction():
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO samples (key, problem_id, failed, prompt_tokens, completion_tokens, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return self._db.total_changes - before
+
+    def done_keys(self) -> set[str]:
+        return {key for (key,) in self._db.execute("SELECT key FROM samples")}
+
+    def forget_failed(self) -> int:
+        """Delete the permanently failed samples, so their requests are sent again."""
+        with self._transaction():
+            return self._db.execute("DELETE FROM samples WHERE failed = 1").rowcount
+
+    def samples(self, keys: Iterable[str] | None = None) -> Iterator[Sample]:
+        """All samples in insertion order, or those of ``keys`` in the order given."""
+        if keys is None:
+            for (body,) in self._db.execute("SELECT body FROM samples ORDER BY rowid"):
+                yield Sample.model_validate_json(body)
+            return
+        cursor = self._db.cursor()
+        for key in keys:
+            row = cursor.execute("SELECT body FROM samples WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                yield Sample.model_validate_json(row[0])
+
+    def count(self, failed: bool | None = None) -> int:
+        if failed is None:
+            return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+        return self._db.execute("SELECT COUNT(*) FROM samples WHERE failed = ?", (int(failed),)).fetchone()[0]
+
+    def token_totals(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) over every stored sample."""
+        row = self._db.execute("SELECT TOTAL(prompt_tokens), TOTAL(completion_tokens) FROM samples").fetchone()
+        return int(row[0]), int(row[1])
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,144 @@
+"""A local transformers causal LM as teacher: batched, length-grouped, per-sample seeds.
+
+Requests are pulled in windows, sorted by prompt length and cut into batches of ``batch_size``
+(with one max_tokens and one stop set per batch), so little compute goes to padding. Sampling is
+done per row (``sampling.PerRowSampler``): a request gives the same text alone or in a batch of 32.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from cotfactory.errors import TeacherError
+from cotfactory.models import load_causal_lm, model_label
+from cotfactory.records import RenderedPrompt, Request, Sample
+from cotfactory.teachers.base import Teacher
+
+WINDOW_BATCHES = 8  # batches' worth of requests sorted together by length
+
+
+class HFTeacher(Teacher):
+    name = "hf"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        self.model, self.tokenizer = load_causal_lm(config.model, config.device, config.dtype)
+        self.tokenizer.padding_side = "left"
+        self.requests_sent = 0
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.config.model)
+
+    def check_prompt(self, prompt: RenderedPrompt) -> None:
+        if prompt.messages is not None and not self.tokenizer.chat_template:
+            raise TeacherError(
+                f"model '{self.model_label}' has no chat template: use a completion-form template"
+            )
+
+    def prompt_text(self, prompt: RenderedPrompt) -> str:
+        if prompt.text is not None:
+            return prompt.text
+        return self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+
+    async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
+        window = self.config.batch_size * WINDOW_BATCHES
+        requests = iter(requests)
+        while chunk := list(itertools.islice(requests, window)):
+            for batch in self._batches(chunk):
+                # decoding is CPU/GPU bound: run it off the event loop so progress keeps ticking
+                yield await asyncio.to_thread(self.generate_batch, batch)
+
+    def _batches(self, chunk: list[Request]) -> Iterator[list[tuple[Request, list[int]]]]:
+        """Group by (max_tokens, stop strings), sort by prompt length, cut into batches."""
+        encoded = [(r, self._encode(r.prompt)) for r in chunk]  # type: ignore[arg-type]
+        encoded.sort(key=lambda item: (item[0].max_tokens, tuple(item[0].prompt.stop), len(item[1])))  # type: ignore[union-attr]
+        size = self.config.batch_size
+        for _, group in itertools.groupby(encoded, key=lambda item: (item[0].max_tokens, tuple(item[0].prompt.stop))):  # type: ignore[union-attr]
+            members = list(group)
+            for start in range(0, len(members), size):
+                yield members[start : start + size]
+
+    def _encode(self, prompt: RenderedPrompt) -> list[int]:
+        return self.tokenizer(self.prompt_text(prompt), add_special_tokens=prompt.text is not None)["input_ids"]
+
+    def generate_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
+        import torch
+
+        from cotfactory.teachers.sampling import PerRowSampler
+
+        started = time.monotonic()
+        requests = [r for r, _ in batch]
+        first = requests[0]
+        padded = self.tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
+        device = self.model.device
+        sampler = PerRowSampler([r.temperature for r in requests], [r.top_p for r in requests],
+                                [r.sample_seed for r in requests])
+        stop = list(first.prompt.stop) if first.prompt else []
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=padded["input_ids"].to(device),
+                attention_mask=padded["attention_mask"].to(device),
+                max_new_tokens=first.max_tokens,
+                do_sample=False, temperature=None, top_p=None, top_k=None,
+                logits_processor=[sampler],
+                stop_strings=stop or None,
+                tokenizer=self.tokenizer if stop else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self._eos_ids(),
+            )
+        self.requests_sent += len(batch)
+        latency = time.monotonic() - started
+        prompt_width = padded["input_ids"].shape[1]
+        return [
+            self._to_sample(request, len(ids), output[row, prompt_width:].tolist(), stop, latency)
+            for row, (request, ids) in enumerate(batch)
+        ]
+
+    def _eos_ids(self) -> list[int]:
+        configured = self.model.generation_config.eos_token_id
+        ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def _to_sample(self, request: Request, prompt_tokens: int, new_ids: list[int], stop: list[str],
+                   latency: float) -> Sample:
+        eos = set(self._eos_ids())
+        pad = self.tokenizer.pad_token_id
+        generated: list[int] = []
+        finished = False
+        for token in new_ids:
+            generated.append(token)
+            if token in eos:
+                finished = True
+                break
+        if not finished:  # trailing pads after a stop string belong to no one
+            while generated and generated[-1] == pad and pad not in eos:
+                generated.pop()
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        if cut != -1:
+            text, finished = text[:cut], True
+        return Sample(
+            request=request,
+            text=text.strip(),
+            finish_reason="stop" if finished or len(generated) < request.max_tokens else "length",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(generated),
+            latency_s=latency,
+            attempts=1,
+            sent_seed=request.sample_seed,
+            sent_max_tokens=request.max_tokens,
+        )
+
+
+TEACHER = HFTeacher

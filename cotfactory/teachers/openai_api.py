@@ -1,0 +1,365 @@
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp, Ollama) through the ``openai`` SDK.
+
+The SDK's own retries are off (``max_retries=0``): ``tenacity`` owns retrying, so that every
+transient failure — 429 (honouring Retry-After), 5xx, timeouts, dropped connections, bodies that do
+not parse — is retried the same way with bounded attempts, and permanent ones (400, 401, 404, …)
+become failed samples at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import openai
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from cotfactory.errors import TeacherError
+from cotfactory.records import Request, Sample
+from cotfactory.teachers.base import Teacher
+
+_TRANSIENT_STATUS = {408, 409, 425, 429}
+_MAX_RETRY_AFTER = 120.0
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is not a usable completion (no choices, wrong count, not JSON)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
+    return isinstance(
+        exc,
+        openai.APIConnectionError | openai.APIResponseValidationError | MalformedResponse | json.JSONDecodeError,
+    )
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """Seconds the server asked us to wait (Retry-After / retry-after-ms), if it said."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class BackoffWait:
+    """Honour Retry-After when given; otherwise exponential backoff with full jitter."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0):
+        self.base, self.cap = base, cap
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_seconds(exc)
+        if asked is not None:
+            return min(asked, _MAX_RETRY_AFTER) + random.uniform(0, 0.1)
+        return random.uniform(0, min(self.cap, self.base * 2 ** (state.attempt_number - 1)))
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        message = exc.message if isinstance(exc.message, str) else str(exc.message)
+        return f"HTTP {exc.status_code}: {message}"[:500]
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+class OpenAITeacher(Teacher):
+    name = "openai"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        if not config.base_url and not os.environ.get("OPENAI_BASE_URL"):
+            config_urls = ["https://api.openai.com/v1"]
+        else:
+            config_urls = list(config.base_url) or [os.environ["OPENAI_BASE_URL"]]
+        self._key = self._read_key(config.api_key_env)
+        self.clients = [
+            openai.AsyncOpenAI(base_url=url, api_key=self._key or "no-key", max_retries=0, timeout=config.timeout)
+            for url in config_urls
+        ]
+        self.base_urls = config_urls
+        self._in_flight = [0] * len(self.clients)
+        self._next_client = 0
+        self._rpm = AsyncLimiter(config.rpm, 60) if config.rpm else None
+        self._tpm = AsyncLimiter(config.tpm, 60) if config.tpm else None
+        #: None: not known yet; learnt from the first n>1 call in ``auto`` mode.
+        self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[config.use_n]
+        self.requests_sent = 0
+
+    @staticmethod
+    def _read_key(variable: str | None) -> str | None:
+        if variable is None:
+            return None
+        value = os.environ.get(variable)
+        if not value:
+            raise TeacherError(
+                f"environment variable {variable} is not set (api_key_env); set it, or pass "
+                "--api-key-env '' for a server without keys"
+            )
+        return value
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    async def preflight(self) -> None:
+        """Every base URL must answer HTTP at all (any status will do: some servers lack /models)."""
+        for client, url in zip(self.clients, self.base_urls, strict=True):
+            try:
+                await client.with_options(timeout=min(self.config.timeout, 10.0)).models.list()
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+                raise TeacherError(f"cannot reach base URL {url}: {self.redact(str(exc.__cause__ or exc))}") from None
+            except openai.APIStatusError:
+                pass
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+    # scheduling -------------------------------------------------------------------------------
+    def _calls(self, requests: Iterator[Request]) -> Iterator[list[Request]]:
+        """Group the samples of one (problem, template, temperature, seed) into one n>1 call
+        while the server may honour n; otherwise one call per sample, each with its own seed."""
+        group: list[Request] = []
+        for request in requests:
+            if self.n_honoured is False:
+                if group:
+                    yield from ([r] for r in group)
+                    group = []
+                yield [request]
+                continue
+            if group and not _same_setting(group[0], request):
+                yield group
+                group = []
+            group.append(request)
+        if group:
+            yield group
+
+    async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
+        calls = self._calls(requests)
+        results: asyncio.Queue[list[Sample] | None] = asyncio.Queue()
+
+        async def worker() -> None:
+            try:
+                for call in calls:  # shared iterator: each worker takes the next call
+                    for samples in await self._run_call(call):
+                        await results.put(samples)
+            finally:
+                await results.put(None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.config.concurrency)]
+        finished = 0
+        try:
+            while finished < len(workers):
+                item = await results.get()
+                if item is None:
+                    finished += 1
+                else:
+                    yield item
+            for task in workers:
+                task.result()  # surface a worker's bug
+        finally:
+            for task in workers:
+                task.cancel()
+
+    # one call ---------------------------------------------------------------------------------
+    async def _run_call(self, group: list[Request]) -> list[list[Sample]]:
+        """Samples for a group, as units to commit: the n>1 answer, then fanned-out leftovers."""
+        if len(group) == 1 or self.n_honoured is False:
+            return [[await self._one(r)] for r in group]
+        samples = await self._n_call(group)
+        units = [samples]
+        for request in group[len(samples):]:  # the server gave fewer choices than asked
+            units.append([await self._one(request)])
+        return units
+
+    async def _one(self, request: Request) -> Sample:
+        started = time.monotonic()
+        response, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, request.max_tokens)
+        if error is not None:
+            return self._failed(request, error, attempts, started, request.sample_seed)
+        sample = self._to_samples([request], response, attempts, started, request.sample_seed, request.max_tokens)[0]
+        return await self._maybe_retry_length(sample, started)
+
+    async def _n_call(self, group: list[Request]) -> list[Sample]:
+        started = time.monotonic()
+        seed = group[0].sample_seed
+        response, attempts, error = await self._send_with_retries(group[0], len(group), seed, group[0].max_tokens)
+        if error is not None:
+            return [self._failed(r, error, attempts, started, seed) for r in group]
+        got = len(response.choices)
+        if self.n_honoured is None:
+            self.n_honoured = got == len(group)
+        samples = self._to_samples(group[:got], response, attempts, started, seed, group[0].max_tokens)
+        return [await self._maybe_retry_length(s, started) for s in samples]
+
+    async def _maybe_retry_length(self, sample: Sample, started: float) -> Sample:
+        """On finish_reason 'length', ask once more with a larger max_tokens (up to the cap)."""
+        request = sample.request
+        bigger = self.config.retry_tokens
+        if sample.finish_reason != "length" or bigger <= request.max_tokens:
+            return sample
+        response, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, bigger)
+        if error is not None:  # keep the truncated sample rather than lose it
+            sample.metadata["length_retry_error"] = error
+            sample.attempts += attempts
+            return sample
+        retried = self._to_samples([request], response, attempts, started, request.sample_seed, bigger)[0]
+        retried.attempts += sample.attempts
+        retried.prompt_tokens += sample.prompt_tokens
+        retried.completion_tokens += sample.completion_tokens
+        retried.metadata["length_retried"] = True
+        return retried
+
+    async def _send_with_retries(
+        self, request: Request, n: int, seed: int, max_tokens: int
+    ) -> tuple[Any, int, str | None]:
+        """(response, attempts, error): error is set when the request failed for good."""
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(is_transient),
+                stop=stop_after_attempt(self.config.max_attempts),
+                wait=BackoffWait(),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    response = await self._send(request, n, seed, max_tokens)
+            return response, attempts, None
+        except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
+            suffix = f" (after {attempts} attempts)" if is_transient(exc) else ""
+            return None, attempts, self.redact(describe_error(exc)) + suffix
+
+    async def _send(self, request: Request, n: int, seed: int, max_tokens: int) -> Any:
+        prompt = request.prompt
+        assert prompt is not None, "requests reach a teacher with their rendered prompt"
+        if self._rpm:
+            await self._rpm.acquire(1)
+        if self._tpm:
+            await self._tpm.acquire(min(self._tpm.max_rate, prompt.char_length() / 4 + max_tokens * n))
+        index = self._pick_client()
+        self._in_flight[index] += 1
+        self.requests_sent += 1
+        args: dict[str, Any] = {
+            "model": request.model,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": seed,
+            "max_tokens": max_tokens,
+        }
+        if n > 1:
+            args["n"] = n
+        if prompt.stop:
+            args["stop"] = prompt.stop[:4]
+        try:
+            client = self.clients[index]
+            if prompt.messages is not None:
+                response = await client.chat.completions.create(messages=prompt.messages, **args)
+            else:
+                response = await client.completions.create(prompt=prompt.text, **args)
+        finally:
+            self._in_flight[index] -= 1
+        _check_response(response, n, chat=prompt.messages is not None)
+        return response
+
+    def _pick_client(self) -> int:
+        """The replica with the fewest requests in flight (round robin among ties)."""
+        count = len(self.clients)
+        start = self._next_client
+        self._next_client = (start + 1) % count
+        order = [(start + i) % count for i in range(count)]
+        return min(order, key=lambda j: self._in_flight[j])
+
+    # building samples -------------------------------------------------------------------------
+    def _to_samples(
+        self, requests: list[Request], response: Any, attempts: int, started: float, seed: int, max_tokens: int
+    ) -> list[Sample]:
+        choices = sorted(response.choices, key=lambda c: c.index or 0)[: len(requests)]
+        texts = [_choice_text(c) for c in choices]
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = _split_tokens(int(getattr(usage, "completion_tokens", 0) or 0), texts)
+        latency = time.monotonic() - started
+        return [
+            Sample(
+                request=request,
+                text=text,
+                finish_reason="length" if choice.finish_reason == "length" else "stop",
+                prompt_tokens=prompt_tokens if i == 0 else 0,  # billed once for an n>1 call
+                completion_tokens=completion_tokens[i],
+                latency_s=latency,
+                attempts=attempts,
+                sent_seed=seed,
+                sent_max_tokens=max_tokens,
+                metadata={"n": len(requests)} if len(requests) > 1 else {},
+            )
+            for i, (request, choice, text) in enumerate(zip(requests, choices, texts, strict=True))
+        ]
+
+    @staticmethod
+    def _failed(request: Request, error: str, attempts: int, started: float, seed: int) -> Sample:
+        return Sample(
+            request=request, finish_reason="error", error=error, attempts=attempts,
+            latency_s=time.monotonic() - started, sent_seed=seed,
+        )
+
+
+def _same_setting(a: Request, b: Request) -> bool:
+    return (a.problem_id, a.template_hash, a.temperature, a.seed, a.max_tokens) == (
+        b.problem_id, b.template_hash, b.temperature, b.seed, b.max_tokens
+    ) and a.prompt is b.prompt
+
+
+def _check_response(response: Any, n: int, chat: bool) -> None:
+    """The SDK builds objects leniently; a usable answer has 1..n choices with text."""
+    kind = openai.types.chat.ChatCompletion if chat else openai.types.Completion
+    if not isinstance(response, kind):
+        raise MalformedResponse(f"expected a {kind.__name__}, got {type(response).__name__}")
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not 1 <= len(choices) <= n:
+        count = len(choices) if isinstance(choices, list) else "no"
+        raise MalformedResponse(f"asked for {n} choice(s), got {count}")
+    for choice in choices:
+        if not isinstance(_choice_text(choice), str):
+            raise MalformedResponse("a choice has no text")
+
+
+def _choice_text(choice: Any) -> Any:
+    message = getattr(choice, "message", None)
+    if message is not None:
+        return message.content if message.content is not None else ""
+    return getattr(choice, "text", None)
+
+
+def _split_tokens(total: int, texts: list[str]) -> list[int]:
+    """Share an n>1 call's completion tokens among its choices by length, summing exactly."""
+    if len(texts) == 1:
+        return [total]
+    lengths = [max(1, len(t)) for t in texts]
+    shares = [total * length // sum(lengths) for length in lengths]
+    shares[0] += total - sum(shares)
+    return shares
+
+
+TEACHER = OpenAITeacher
