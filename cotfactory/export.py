@@ -88,6 +88,8 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
     """Save ``jsonl`` as a ``datasets`` folder (``load_from_disk``-able) under ``folder``."""
     import datasets  # heavy; only exports need it
 
+    datasets.disable_progress_bars()
+
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         rows = list(_read_jsonl(jsonl))

@@ -20,7 +20,8 @@ from cotfactory import answers
 from cotfactory.budget import TokenBudget
 from cotfactory.config import GenerateConfig, read_config_file
 from cotfactory.errors import ConfigError
-from cotfactory.export import export_samples, write_json_atomic
+from cotfactory.export import DATASET_DIR, SAMPLES_FILE, export_samples, write_json_atomic
+from cotfactory.hashing import stable_hash
 from cotfactory.plan import Plan, SamplingGrid
 from cotfactory.problems import load_problems
 from cotfactory.prompts import Template, load_template
@@ -116,7 +117,11 @@ def run_generate(config: GenerateConfig, console: Console | None = None) -> Gene
             result = _send_pending(prepared, store, console)
             plan_keys = list(prepared.plan.keys())
             stored = list(store.samples(plan_keys))
-            export_samples(run_dir, stored, {p.id: p for p in prepared.problems})
+            fingerprint = stable_hash([plan_keys, store.count()])
+            exported = (run_dir / SAMPLES_FILE).exists() and (run_dir / DATASET_DIR).exists()
+            if not exported or store.get_meta("export_fingerprint") != fingerprint:
+                export_samples(run_dir, stored, {p.id: p for p in prepared.problems})
+                store.set_meta("export_fingerprint", fingerprint)
             result.stored = len(stored)
             result.failed = [s for s in stored if s.failed]
             result.prompt_tokens = sum(s.prompt_tokens for s in stored)

@@ -114,22 +114,33 @@ def resolve_model_path(spec: str | None) -> str:
     return spec  # a hub id; HF_HUB_OFFLINE decides whether it may be fetched
 
 
-def load_causal_lm(spec: str | None, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode on the chosen device. Errors are one-line TeacherErrors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(location: str) -> Any:
+    from transformers import AutoTokenizer
 
-    location = resolve_model_path(spec)
-    device = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=resolve_dtype(dtype, device))
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TeacherError(f"cannot load model '{spec}': {first}") from None
-    model.to(device).eval()
+        raise TeacherError(f"cannot load the tokenizer of '{location}': {_first_line(exc)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
+
+
+def load_causal_lm(location: str, device: str = "auto", dtype: str = "auto") -> Any:
+    """The model at ``location`` (see ``resolve_model_path``) in eval mode on the chosen device."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=resolve_dtype(dtype, device))
+    except (OSError, ValueError) as exc:
+        raise TeacherError(f"cannot load model '{location}': {_first_line(exc)}") from None
+    return model.to(device).eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def model_label(spec: str | None) -> str:

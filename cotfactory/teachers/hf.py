@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from cotfactory.errors import TeacherError
-from cotfactory.models import load_causal_lm, model_label
+from cotfactory.models import load_causal_lm, load_tokenizer, model_label, resolve_model_path
 from cotfactory.records import RenderedPrompt, Request, Sample
 from cotfactory.teachers.base import Teacher
 
@@ -30,9 +30,17 @@ class HFTeacher(Teacher):
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        self.model, self.tokenizer = load_causal_lm(config.model, config.device, config.dtype)
+        self._location = resolve_model_path(config.model)  # checks the model exists; converts GGUF once
+        self.tokenizer = load_tokenizer(self._location)
         self.tokenizer.padding_side = "left"
+        self._model: Any = None  # loaded on first use: a finished run never pays for it
         self.requests_sent = 0
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = load_causal_lm(self._location, self.config.device, self.config.dtype)
+        return self._model
 
     @property
     def model_label(self) -> str:
