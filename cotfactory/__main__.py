@@ -1,0 +1,3 @@
+from cotfactory.cli import main
+
+main()
