@@ -68,7 +68,9 @@ def _desc(name: str) -> str:
 @app.command()
 @user_errors
 def generate(
-    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same keys as the flags.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML/JSON file with the same keys as the flags.")
+    ] = None,
     input: Annotated[str | None, typer.Option(help=_desc("input"))] = None,
     format: Annotated[str | None, typer.Option(help=_desc("format"))] = None,
     question_field: Annotated[str | None, typer.Option(help=_desc("question_field"))] = None,
@@ -102,7 +104,9 @@ def generate(
     out: Annotated[str | None, typer.Option(help=_desc("out"))] = None,
     max_total_tokens: Annotated[int | None, typer.Option(help=_desc("max_total_tokens"))] = None,
     price_table: Annotated[str | None, typer.Option(help=_desc("price_table"))] = None,
-    retry_failed: Annotated[bool | None, typer.Option("--retry-failed/--no-retry-failed", help=_desc("retry_failed"))] = None,
+    retry_failed: Annotated[
+        bool | None, typer.Option("--retry-failed/--no-retry-failed", help=_desc("retry_failed"))
+    ] = None,
 ) -> None:
     """Have a teacher write rationales for every problem over a grid of templates, temperatures and seeds.
 
@@ -112,14 +116,40 @@ def generate(
     from cotfactory.generate import print_summary, run_generate
 
     flags = dict(
-        input=input, format=format, question_field=question_field, answer_field=answer_field, id_field=id_field,
-        answer_type=answer_type, limit=limit, shard=shard, templates=_split(template),
-        prompts_dir=_split(prompts_dir), temperatures=_split([temperatures] if temperatures else None, float, "temperatures"),
-        seeds=_split([seeds] if seeds else None, int, "seeds"), samples_per_setting=samples_per_setting, top_p=top_p,
-        max_tokens=max_tokens, length_retry_tokens=length_retry_tokens, teacher=teacher, model=model,
-        base_url=_split(base_url), api_key_env=api_key_env, concurrency=concurrency, rpm=rpm, tpm=tpm,
-        timeout=timeout, max_attempts=max_attempts, use_n=use_n, batch_size=batch_size, device=device, dtype=dtype,
-        replay=replay, out=out, max_total_tokens=max_total_tokens, price_table=price_table, retry_failed=retry_failed,
+        input=input,
+        format=format,
+        question_field=question_field,
+        answer_field=answer_field,
+        id_field=id_field,
+        answer_type=answer_type,
+        limit=limit,
+        shard=shard,
+        templates=_split(template),
+        prompts_dir=_split(prompts_dir),
+        temperatures=_split([temperatures] if temperatures else None, float, "temperatures"),
+        seeds=_split([seeds] if seeds else None, int, "seeds"),
+        samples_per_setting=samples_per_setting,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        length_retry_tokens=length_retry_tokens,
+        teacher=teacher,
+        model=model,
+        base_url=_split(base_url),
+        api_key_env=api_key_env,
+        concurrency=concurrency,
+        rpm=rpm,
+        tpm=tpm,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        use_n=use_n,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        replay=replay,
+        out=out,
+        max_total_tokens=max_total_tokens,
+        price_table=price_table,
+        retry_failed=retry_failed,
     )
     file_values = read_config_file(config) if config else {}
     resolved = build_config(GenerateConfig, file_values, flags, source=str(config) if config else "flags")

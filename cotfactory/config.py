@@ -41,7 +41,8 @@ class GenerateConfig(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling bound.")
     max_tokens: int = Field(256, gt=0, description="Completion token limit of each request.")
     length_retry_tokens: int | None = Field(
-        None, ge=0,
+        None,
+        ge=0,
         description="max_tokens of the one retry after a 'length' finish (default 2 × max_tokens; 0: no retry).",
     )
     # teacher
@@ -144,8 +145,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(model: type[BaseModel], file_values: dict[str, Any], flag_values: dict[str, Any],
-                 source: str = "config") -> Any:
+def build_config(
+    model: type[BaseModel], file_values: dict[str, Any], flag_values: dict[str, Any], source: str = "config"
+) -> Any:
     """Merge defaults < file < flags (a flag left unset is ``None`` and does not override)."""
     merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
     try:

@@ -68,9 +68,14 @@ class GenerateResult:
 def prepare(config: GenerateConfig) -> Prepared:
     """Everything that can fail on bad input, with nothing written anywhere."""
     problems = load_problems(
-        config.format, config.input,
-        question_field=config.question_field, answer_field=config.answer_field, id_field=config.id_field,
-        answer_type=config.answer_type, limit=config.limit, shard=config.shard_pair,
+        config.format,
+        config.input,
+        question_field=config.question_field,
+        answer_field=config.answer_field,
+        id_field=config.id_field,
+        answer_type=config.answer_type,
+        limit=config.limit,
+        shard=config.shard_pair,
     )
     extra_dirs = [Path(d) for d in config.prompts_dir]
     templates = [load_template(name, extra_dirs) for name in config.templates]
@@ -100,12 +105,16 @@ def load_prices(path: str) -> dict[str, dict[str, float]]:
 
 
 def run_generate(config: GenerateConfig, console: Console | None = None) -> GenerateResult:
-    console = console or Console(stderr=True)
     started = time.monotonic()
     prepared = prepare(config)
-    teacher = prepared.teacher
+    # one event loop for the teacher's whole life: its HTTP connection pools belong to the loop
+    return asyncio.run(_run(prepared, console or Console(stderr=True), started))
+
+
+async def _run(prepared: Prepared, console: Console, started: float) -> GenerateResult:
+    config, teacher = prepared.config, prepared.teacher
     try:
-        asyncio.run(teacher.preflight())
+        await teacher.preflight()
         run_dir = Path(config.out)
         run_dir.mkdir(parents=True, exist_ok=True)
         with Store.in_run(run_dir) as store:
@@ -114,8 +123,8 @@ def run_generate(config: GenerateConfig, console: Console | None = None) -> Gene
             store.put_problems(prepared.problems)
             if config.retry_failed:
                 store.forget_failed()
-            result = _send_pending(prepared, store, console)
-            plan_keys = list(prepared.plan.keys())
+            result = await _send_pending(prepared, store, console)
+            plan_keys = list(prepared.plan.request_keys())
             stored = list(store.samples(plan_keys))
             fingerprint = stable_hash([plan_keys, store.count()])
             exported = (run_dir / SAMPLES_FILE).exists() and (run_dir / DATASET_DIR).exists()
@@ -131,13 +140,13 @@ def run_generate(config: GenerateConfig, console: Console | None = None) -> Gene
             store.set_meta("last_summary", summary_dict(result))
         return result
     finally:
-        asyncio.run(teacher.aclose())
+        await teacher.aclose()
 
 
-def _send_pending(prepared: Prepared, store: Store, console: Console) -> GenerateResult:
+async def _send_pending(prepared: Prepared, store: Store, console: Console) -> GenerateResult:
     config, plan, teacher = prepared.config, prepared.plan, prepared.teacher
     done = store.done_keys()
-    pending_count = sum(1 for key in plan.keys() if key not in done)
+    pending_count = sum(1 for key in plan.request_keys() if key not in done)
     used = sum(store.token_totals())
     budget = TokenBudget(config.max_total_tokens, used=used, retry_tokens=config.retry_tokens)
     problems = {p.id: p for p in prepared.problems}
@@ -146,24 +155,18 @@ def _send_pending(prepared: Prepared, store: Store, console: Console) -> Generat
     if pending_count == 0:
         return result
     pending = budget.gate(r for r in plan.requests() if r.key not in done)
-
-    async def drive() -> None:
-        with _progress(console) as progress:
-            task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
-            t0, tokens, errors = time.monotonic(), 0, 0
-            async for samples in teacher.generate(pending):
-                for sample in samples:
-                    _fill_answer(sample, problems, templates)
-                    budget.settle(sample)
-                result.new += store.add_samples(samples)
-                tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
-                errors += sum(s.failed for s in samples)
-                elapsed = max(time.monotonic() - t0, 1e-9)
-                progress.update(
-                    task, advance=len(samples), rps=result.new / elapsed, tps=tokens / elapsed, errors=errors
-                )
-
-    asyncio.run(drive())
+    with _progress(console) as progress:
+        task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
+        t0, tokens, errors = time.monotonic(), 0, 0
+        async for samples in teacher.generate(pending):
+            for sample in samples:
+                _fill_answer(sample, problems, templates)
+                budget.settle(sample)
+            result.new += store.add_samples(samples)
+            tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
+            errors += sum(s.failed for s in samples)
+            elapsed = max(time.monotonic() - t0, 1e-9)
+            progress.update(task, advance=len(samples), rps=result.new / elapsed, tps=tokens / elapsed, errors=errors)
     result.requests_sent = getattr(teacher, "requests_sent", result.new)
     result.budget_stopped = budget.stopped
     return result

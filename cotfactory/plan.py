@@ -69,5 +69,5 @@ class Plan:
                                 prompt=prompt,
                             )
 
-    def keys(self) -> Iterator[str]:
+    def request_keys(self) -> Iterator[str]:
         return (request.key for request in self.requests(with_prompts=False))

@@ -153,9 +153,7 @@ def _check_selection(limit: int | None, shard: tuple[int, int] | None) -> None:
             raise ConfigError(f"shard {index}/{count}: need N >= 1 and 0 <= I < N")
 
 
-def _select(
-    entries: Iterator[Entry], path: Path, limit: int | None, shard: tuple[int, int] | None
-) -> list[Problem]:
+def _select(entries: Iterator[Entry], path: Path, limit: int | None, shard: tuple[int, int] | None) -> list[Problem]:
     first_seen: dict[str, Where] = {}
     kept: list[Problem] = []
     for position, (where, problem) in enumerate(entries):
@@ -349,14 +347,17 @@ def _load_gsm8k(path: Path, options: LoadOptions) -> Iterator[Entry]:
         if subquestions:
             metadata["subquestions"] = subquestions
         given_id = _field(record, "id", "id", where, required=False)
-        yield where, _make_problem(
+        yield (
             where,
-            id=f"gsm8k-{position}" if given_id is None else str(given_id),
-            question=question,
-            gold=gold,
-            answer_type="number",
-            source=options.source,
-            metadata=metadata,
+            _make_problem(
+                where,
+                id=f"gsm8k-{position}" if given_id is None else str(given_id),
+                question=question,
+                gold=gold,
+                answer_type="number",
+                source=options.source,
+                metadata=metadata,
+            ),
         )
 
 
@@ -375,17 +376,20 @@ def _load_svamp(path: Path, options: LoadOptions) -> Iterator[Entry]:
     for where, record in _iter_json_array(path):
         body = _field(record, "Body", "string", where)
         question = _field(record, "Question", "string", where)
-        yield where, _make_problem(
+        yield (
             where,
-            id=str(_field(record, "ID", "id", where)),
-            question=re.sub(r" {2,}", " ", f"{body.strip()} {question.strip()}"),
-            gold=_format_number(_field(record, "Answer", "number", where)),
-            answer_type="number",
-            source=options.source,
-            metadata={
-                "equation": _field(record, "Equation", "string", where, required=False),
-                "type": _field(record, "Type", "string", where, required=False),
-            },
+            _make_problem(
+                where,
+                id=str(_field(record, "ID", "id", where)),
+                question=re.sub(r" {2,}", " ", f"{body.strip()} {question.strip()}"),
+                gold=_format_number(_field(record, "Answer", "number", where)),
+                answer_type="number",
+                source=options.source,
+                metadata={
+                    "equation": _field(record, "Equation", "string", where, required=False),
+                    "type": _field(record, "Type", "string", where, required=False),
+                },
+            ),
         )
 
 
@@ -401,21 +405,25 @@ def _load_cqa(path: Path, options: LoadOptions) -> Iterator[Entry]:
         answer = _field(record, "answer", "string", where)
         if choices and answer not in choices:
             raise where.error(f"answer {answer!r} is not one of the choices {choices}")
-        yield where, _make_problem(
+        yield (
             where,
-            id=str(_field(record, "id", "id", where)),
-            question=_field(record, "question", "string", where),
-            gold=answer,
-            answer_type="choice",
-            choices=choices,
-            source=options.source,
-            metadata={
-                "index": position,
-                "split": split,
-                "abstractive_explanation": _field(
-                    record, "abstractive_explanation", "string", where, required=False
-                ) or "",
-            },
+            _make_problem(
+                where,
+                id=str(_field(record, "id", "id", where)),
+                question=_field(record, "question", "string", where),
+                gold=answer,
+                answer_type="choice",
+                choices=choices,
+                source=options.source,
+                metadata={
+                    "index": position,
+                    "split": split,
+                    "abstractive_explanation": _field(
+                        record, "abstractive_explanation", "string", where, required=False
+                    )
+                    or "",
+                },
+            ),
         )
 
 
@@ -430,17 +438,20 @@ def _load_strategyqa(path: Path, options: LoadOptions) -> Iterator[Entry]:
     """StrategyQA JSON array; the boolean answer becomes "yes"/"no" (None in the answerless test set)."""
     for where, record in _iter_json_array(path):
         answer = _field(record, "answer", "boolean", where, required=False)
-        yield where, _make_problem(
+        yield (
             where,
-            id=str(_field(record, "qid", "id", where)),
-            question=_field(record, "question", "string", where),
-            gold=None if answer is None else ("yes" if answer else "no"),
-            answer_type="yes_no",
-            source=options.source,
-            metadata={
-                "facts": _field(record, "facts", "strings", where, required=False) or [],
-                "decomposition": _field(record, "decomposition", "strings", where, required=False) or [],
-            },
+            _make_problem(
+                where,
+                id=str(_field(record, "qid", "id", where)),
+                question=_field(record, "question", "string", where),
+                gold=None if answer is None else ("yes" if answer else "no"),
+                answer_type="yes_no",
+                source=options.source,
+                metadata={
+                    "facts": _field(record, "facts", "strings", where, required=False) or [],
+                    "decomposition": _field(record, "decomposition", "strings", where, required=False) or [],
+                },
+            ),
         )
 
 

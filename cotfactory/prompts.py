@@ -38,9 +38,7 @@ VARIABLES = {
     "ex": "the current exemplar inside a for_each block",
 }
 
-_ENV = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
-)
+_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 class _Message(BaseModel):
@@ -137,8 +135,7 @@ class Template:
     def variables_for(self, problem: Problem) -> dict[str, Any]:
         if self.spec.requires_gold and problem.gold is None:
             raise DataError(
-                f"problem '{problem.id}' ({problem.source}) has no gold answer; "
-                f"template '{self.name}' needs one"
+                f"problem '{problem.id}' ({problem.source}) has no gold answer; template '{self.name}' needs one"
             )
         if self.spec.answer_types and problem.answer_type not in self.spec.answer_types:
             raise DataError(

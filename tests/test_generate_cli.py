@@ -24,9 +24,29 @@ def _generate(*args: str) -> tuple[int, str]:
 
 
 def _tiny_args(tiny_llama: Path, out: Path, *extra: str) -> list[str]:
-    return ["--input", str(GSM8K), "--format", "gsm8k", "--limit", "3", "--teacher", "hf", "--model", str(tiny_llama),
-            "--template", "zero-shot-cot", "--temperatures", "0.3,0.8", "--seeds", "1,2", "--max-tokens", "12",
-            "--out", str(out), *extra]
+    return [
+        "--input",
+        str(GSM8K),
+        "--format",
+        "gsm8k",
+        "--limit",
+        "3",
+        "--teacher",
+        "hf",
+        "--model",
+        str(tiny_llama),
+        "--template",
+        "zero-shot-cot",
+        "--temperatures",
+        "0.3,0.8",
+        "--seeds",
+        "1,2",
+        "--max-tokens",
+        "12",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_generate_then_resume_sends_nothing(tiny_llama: Path, tmp_path: Path) -> None:
@@ -35,9 +55,25 @@ def test_generate_then_resume_sends_nothing(tiny_llama: Path, tmp_path: Path) ->
     assert code == 0, output
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 3 * 2 * 2
-    required = {"key", "problem_id", "question", "gold", "template", "template_hash", "teacher", "model",
-                "temperature", "seed", "sample_index", "text", "answer", "finish_reason", "prompt_tokens",
-                "completion_tokens", "error"}
+    required = {
+        "key",
+        "problem_id",
+        "question",
+        "gold",
+        "template",
+        "template_hash",
+        "teacher",
+        "model",
+        "temperature",
+        "seed",
+        "sample_index",
+        "text",
+        "answer",
+        "finish_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "error",
+    }
     assert required <= set(rows[0])
     assert rows[0]["gold"] == "72" and rows[0]["teacher"] == "hf" and rows[0]["template"] == "zero-shot-cot"
     assert len({r["key"] for r in rows}) == 12
@@ -64,8 +100,10 @@ def test_generate_then_resume_sends_nothing(tiny_llama: Path, tmp_path: Path) ->
 
 def test_config_file_and_flag_precedence(tiny_llama: Path, tmp_path: Path) -> None:
     config = tmp_path / "gen.yaml"
-    config.write_text(f"input: {GSM8K}\nformat: gsm8k\nlimit: 2\nteacher: hf\nmodel: {tiny_llama}\n"
-                      f"temperatures: [0.5]\nseeds: [3]\nmax_tokens: 8\nout: {tmp_path / 'fromfile'}\n")
+    config.write_text(
+        f"input: {GSM8K}\nformat: gsm8k\nlimit: 2\nteacher: hf\nmodel: {tiny_llama}\n"
+        f"temperatures: [0.5]\nseeds: [3]\nmax_tokens: 8\nout: {tmp_path / 'fromfile'}\n"
+    )
     code, output = _generate("--config", str(config), "--limit", "1")
     assert code == 0, output
     rows = [json.loads(line) for line in (tmp_path / "fromfile" / "samples.jsonl").read_text().splitlines()]
@@ -92,16 +130,52 @@ BAD_INPUTS = [
     (["--input", str(GSM8K), "--format", "gsm8k", "--temperatures", "9"], "temperature 9.0 is outside"),
     (["--input", str(GSM8K), "--format", "gsm8k", "--shard", "3/2"], "field 'shard'"),
     (["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "openai"], "needs 'model'"),
-    (["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "openai", "--model", "m",
-      "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", ""], "cannot reach base URL http://127.0.0.1:9/v1"),
-    (["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "openai", "--model", "m",
-      "--base-url", "http://127.0.0.1:9/v1", "--api-key-env", "COTFACTORY_TEST_UNSET_KEY"],
-     "COTFACTORY_TEST_UNSET_KEY is not set"),
-    (["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "hf", "--model", "/nonexistent/model"],
-     "/nonexistent/model: not a model folder"),
-    (["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "hf", "--model", "/nonexistent/m.gguf"],
-     "GGUF file not found"),
-    (["--input", str(GSM8K), "--format", "gsm8k", "--template", "few-shot-cot-cqa"], "template 'few-shot-cot-cqa' is for choice"),
+    (
+        [
+            "--input",
+            str(GSM8K),
+            "--format",
+            "gsm8k",
+            "--teacher",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--api-key-env",
+            "",
+        ],
+        "cannot reach base URL http://127.0.0.1:9/v1",
+    ),
+    (
+        [
+            "--input",
+            str(GSM8K),
+            "--format",
+            "gsm8k",
+            "--teacher",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--api-key-env",
+            "COTFACTORY_TEST_UNSET_KEY",
+        ],
+        "COTFACTORY_TEST_UNSET_KEY is not set",
+    ),
+    (
+        ["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "hf", "--model", "/nonexistent/model"],
+        "/nonexistent/model: not a model folder",
+    ),
+    (
+        ["--input", str(GSM8K), "--format", "gsm8k", "--teacher", "hf", "--model", "/nonexistent/m.gguf"],
+        "GGUF file not found",
+    ),
+    (
+        ["--input", str(GSM8K), "--format", "gsm8k", "--template", "few-shot-cot-cqa"],
+        "template 'few-shot-cot-cqa' is for choice",
+    ),
 ]
 
 
@@ -135,9 +209,19 @@ def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
 
 def test_console_script_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
-    bad = subprocess.run([sys.executable, "-m", "cotfactory", "generate", "--input", "missing.jsonl", "--out",
-                          str(tmp_path / "r")], capture_output=True, text=True, env=env, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "cotfactory", "generate", "--input", "missing.jsonl", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.jsonl" in bad.stderr
-    usage = subprocess.run([sys.executable, "-m", "cotfactory", "generate", "--no-such-flag"],
-                           capture_output=True, text=True, env=env, cwd=ROOT)
+    usage = subprocess.run(
+        [sys.executable, "-m", "cotfactory", "generate", "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert usage.returncode == 2

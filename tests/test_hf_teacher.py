@@ -27,9 +27,18 @@ def _teacher(model: str | Path, batch_size: int = 32) -> HFTeacher:
 
 def _requests(max_tokens: int = 24, stop: list[str] | None = None) -> list[Request]:
     return [
-        Request(problem_id=f"p{i}", template="t", template_hash="h", teacher="hf", model="tiny",
-                temperature=temperature, top_p=top_p, seed=seed, max_tokens=max_tokens,
-                prompt=RenderedPrompt(messages=[{"role": "user", "content": q}], stop=stop or []))
+        Request(
+            problem_id=f"p{i}",
+            template="t",
+            template_hash="h",
+            teacher="hf",
+            model="tiny",
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            max_tokens=max_tokens,
+            prompt=RenderedPrompt(messages=[{"role": "user", "content": q}], stop=stop or []),
+        )
         for i, q in enumerate(QUESTIONS)
         for temperature, top_p in [(0.0, 1.0), (0.7, 0.9), (1.2, 1.0)]
         for seed in (1, 2, 3)
@@ -69,8 +78,10 @@ def test_greedy_rows_match_plain_generate(tiny_llama: Path) -> None:
     text = teacher.prompt_text(request.prompt)
     ids = teacher.tokenizer(text, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
-        out = teacher.model.generate(**ids, max_new_tokens=16, do_sample=False, pad_token_id=teacher.tokenizer.pad_token_id)
-    expected = teacher.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        out = teacher.model.generate(
+            **ids, max_new_tokens=16, do_sample=False, pad_token_id=teacher.tokenizer.pad_token_id
+        )
+    expected = teacher.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
     assert sample.text == expected
     assert sample.prompt_tokens == ids["input_ids"].shape[1]
 
@@ -95,8 +106,12 @@ def test_stop_strings_cut_the_text(tiny_llama: Path) -> None:
     cut = 0
     for sample in stopped.values():
         assert stop not in sample.text
-        full = next(s.text for s in free.values() if (s.request.problem_id, s.request.temperature, s.request.seed)
-                    == (sample.request.problem_id, sample.request.temperature, sample.request.seed))
+        full = next(
+            s.text
+            for s in free.values()
+            if (s.request.problem_id, s.request.temperature, s.request.seed)
+            == (sample.request.problem_id, sample.request.temperature, sample.request.seed)
+        )
         if stop in full:
             assert full.startswith(sample.text.strip()) and sample.finish_reason == "stop"
             cut += 1
@@ -124,10 +139,19 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p() -> None:
 def test_smollm2_writes_reasoning_and_batching_keeps_it(smollm2: str) -> None:
     teacher = _teacher(smollm2, batch_size=8)
     requests = [
-        Request(problem_id=f"q{i}", template="t", template_hash="h", teacher="hf", model="smollm2",
-                temperature=0.7, seed=seed, max_tokens=40,
-                prompt=RenderedPrompt(messages=[{"role": "user", "content": q + " Think step by step."}]))
-        for i, q in enumerate(QUESTIONS[:2]) for seed in (1, 2)
+        Request(
+            problem_id=f"q{i}",
+            template="t",
+            template_hash="h",
+            teacher="hf",
+            model="smollm2",
+            temperature=0.7,
+            seed=seed,
+            max_tokens=40,
+            prompt=RenderedPrompt(messages=[{"role": "user", "content": q + " Think step by step."}]),
+        )
+        for i, q in enumerate(QUESTIONS[:2])
+        for seed in (1, 2)
     ]
     together = _run(teacher, requests)
     alone = _run(teacher, requests[3:])

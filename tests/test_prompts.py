@@ -11,15 +11,26 @@ from cotfactory.prompts import available_templates, load_template
 from cotfactory.records import Problem
 
 MATH = Problem(id="m1", question="Tom has 3 apples and buys 4 more. How many?", gold="7", answer_type="number")
-CHOICE = Problem(id="c1", question="Where do beavers get wood?", gold="wooded area", answer_type="choice",
-                 choices=["zoo", "wooded area", "ocean", "desert", "sky"])
+CHOICE = Problem(
+    id="c1",
+    question="Where do beavers get wood?",
+    gold="wooded area",
+    answer_type="choice",
+    choices=["zoo", "wooded area", "ocean", "desert", "sky"],
+)
 YES_NO = Problem(id="y1", question="Is the sky green?", gold="no", answer_type="yes_no")
 
 
 def test_bundled_templates_are_listed() -> None:
     names = set(available_templates())
-    assert {"zero-shot-cot", "few-shot-cot-gsm8k", "few-shot-cot-gsm8k-completion", "few-shot-cot-cqa",
-            "rationalize", "decompose"} <= names
+    assert {
+        "zero-shot-cot",
+        "few-shot-cot-gsm8k",
+        "few-shot-cot-gsm8k-completion",
+        "few-shot-cot-cqa",
+        "rationalize",
+        "decompose",
+    } <= names
 
 
 def test_zero_shot_cot_renders_each_answer_type() -> None:
@@ -86,7 +97,10 @@ def test_answer_types_guard(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("form: completion\nprompt: '{{ questoin }}'\n", "unknown template variable 'questoin' (did you mean 'question'?)"),
+        (
+            "form: completion\nprompt: '{{ questoin }}'\n",
+            "unknown template variable 'questoin' (did you mean 'question'?)",
+        ),
         ("form: completion\nprompt: '{{ question '\n", "template syntax error"),
         ("form: chat\nprompt: 'x'\n", "field '(top level)': Value error, form 'chat' needs 'messages'"),
         ("form: completion\nprompt: x\ncolour: red\n", "field 'colour': Extra inputs are not permitted"),
@@ -121,7 +135,7 @@ def test_unknown_template_name_suggests() -> None:
 )
 def test_sandbox_blocks_escapes(tmp_path: Path, attack: str) -> None:
     path = tmp_path / "attack.yaml"
-    path.write_text(f"form: completion\nprompt: \"{attack}\"\n")
+    path.write_text(f'form: completion\nprompt: "{attack}"\n')
     try:
         template = load_template(str(path))
     except TemplateError:

@@ -13,8 +13,16 @@ from cotfactory.records import Problem, RenderedPrompt, Request, Sample
 
 
 def _request(**overrides: object) -> Request:
-    fields: dict = dict(problem_id="p1", template="zero-shot-cot", template_hash="abc", teacher="openai",
-                        model="m", temperature=0.7, seed=1, max_tokens=64)
+    fields: dict = dict(
+        problem_id="p1",
+        template="zero-shot-cot",
+        template_hash="abc",
+        teacher="openai",
+        model="m",
+        temperature=0.7,
+        seed=1,
+        max_tokens=64,
+    )
     fields.update(overrides)
     return Request(**fields)
 
@@ -23,9 +31,19 @@ def test_key_is_stable_and_covers_every_field() -> None:
     base = _request()
     assert base.key == _request().key == "b383390cabdf21d65e3470c7"  # pinned: a changed key scheme orphans every run
     assert base.key == stable_hash(base.model_dump(), 24)
-    for field, value in [("problem_id", "p2"), ("template_hash", "abd"), ("teacher", "hf"), ("model", "m2"),
-                         ("temperature", 0.8), ("top_p", 0.9), ("seed", 2), ("max_tokens", 65),
-                         ("sample_index", 1), ("mode", "contrastive"), ("problem_hash", "x")]:
+    for field, value in [
+        ("problem_id", "p2"),
+        ("template_hash", "abd"),
+        ("teacher", "hf"),
+        ("model", "m2"),
+        ("temperature", 0.8),
+        ("top_p", 0.9),
+        ("seed", 2),
+        ("max_tokens", 65),
+        ("sample_index", 1),
+        ("mode", "contrastive"),
+        ("problem_hash", "x"),
+    ]:
         assert _request(**{field: value}).key != base.key, field
 
 
@@ -58,15 +76,16 @@ def test_records_validate_at_the_boundary() -> None:
 
 
 def test_plan_order_count_and_keys() -> None:
-    problems = [Problem(id=f"p{i}", question=f"What is {i} + 1?", gold=str(i + 1), answer_type="number")
-                for i in range(3)]
+    problems = [
+        Problem(id=f"p{i}", question=f"What is {i} + 1?", gold=str(i + 1), answer_type="number") for i in range(3)
+    ]
     template = load_template("zero-shot-cot")
     plan = Plan(problems, [template], SamplingGrid([0.3, 0.8], [1, 2], samples_per_setting=2), "hf", "m")
     requests = list(plan.requests())
     assert len(plan) == len(requests) == 3 * 2 * 2 * 2
     assert [r.problem_id for r in requests[:8]] == ["p0"] * 8  # problem-major
     assert len({r.key for r in requests}) == 24
-    assert list(plan.keys()) == [r.key for r in requests]
+    assert list(plan.request_keys()) == [r.key for r in requests]
     assert requests[0].prompt is not None and "What is 0 + 1?" in requests[0].prompt.messages[0]["content"]
 
 

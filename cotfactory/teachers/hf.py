@@ -48,9 +48,7 @@ class HFTeacher(Teacher):
 
     def check_prompt(self, prompt: RenderedPrompt) -> None:
         if prompt.messages is not None and not self.tokenizer.chat_template:
-            raise TeacherError(
-                f"model '{self.model_label}' has no chat template: use a completion-form template"
-            )
+            raise TeacherError(f"model '{self.model_label}' has no chat template: use a completion-form template")
 
     def prompt_text(self, prompt: RenderedPrompt) -> str:
         if prompt.text is not None:
@@ -88,15 +86,19 @@ class HFTeacher(Teacher):
         first = requests[0]
         padded = self.tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
         device = self.model.device
-        sampler = PerRowSampler([r.temperature for r in requests], [r.top_p for r in requests],
-                                [r.sample_seed for r in requests])
+        sampler = PerRowSampler(
+            [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
+        )
         stop = list(first.prompt.stop) if first.prompt else []
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=padded["input_ids"].to(device),
                 attention_mask=padded["attention_mask"].to(device),
                 max_new_tokens=first.max_tokens,
-                do_sample=False, temperature=None, top_p=None, top_k=None,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
                 logits_processor=[sampler],
                 stop_strings=stop or None,
                 tokenizer=self.tokenizer if stop else None,
@@ -118,8 +120,9 @@ class HFTeacher(Teacher):
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
-    def _to_sample(self, request: Request, prompt_tokens: int, new_ids: list[int], stop: list[str],
-                   latency: float) -> Sample:
+    def _to_sample(
+        self, request: Request, prompt_tokens: int, new_ids: list[int], stop: list[str], latency: float
+    ) -> Sample:
         eos = set(self._eos_ids())
         pad = self.tokenizer.pad_token_id
         generated: list[int] = []

@@ -189,7 +189,7 @@ class OpenAITeacher(Teacher):
             return [[await self._one(r)] for r in group]
         samples = await self._n_call(group)
         units = [samples]
-        for request in group[len(samples):]:  # the server gave fewer choices than asked
+        for request in group[len(samples) :]:  # the server gave fewer choices than asked
             units.append([await self._one(request)])
         return units
 
@@ -320,14 +320,22 @@ class OpenAITeacher(Teacher):
     @staticmethod
     def _failed(request: Request, error: str, attempts: int, started: float, seed: int) -> Sample:
         return Sample(
-            request=request, finish_reason="error", error=error, attempts=attempts,
-            latency_s=time.monotonic() - started, sent_seed=seed,
+            request=request,
+            finish_reason="error",
+            error=error,
+            attempts=attempts,
+            latency_s=time.monotonic() - started,
+            sent_seed=seed,
         )
 
 
 def _same_setting(a: Request, b: Request) -> bool:
     return (a.problem_id, a.template_hash, a.temperature, a.seed, a.max_tokens) == (
-        b.problem_id, b.template_hash, b.temperature, b.seed, b.max_tokens
+        b.problem_id,
+        b.template_hash,
+        b.temperature,
+        b.seed,
+        b.max_tokens,
     ) and a.prompt is b.prompt
 
 

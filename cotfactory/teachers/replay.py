@@ -123,12 +123,25 @@ class ReplayTeacher(Teacher):
             text = self._recorded(request, metadata)
             self.requests_sent += 1
             if text is None:
-                yield [Sample(request=request, finish_reason="error", attempts=1,
-                              error=f"replay: no recorded completion for problem '{request.problem_id}' "
-                                    f"sample {request.sample_index}")]
+                yield [
+                    Sample(
+                        request=request,
+                        finish_reason="error",
+                        attempts=1,
+                        error=f"replay: no recorded completion for problem '{request.problem_id}' "
+                        f"sample {request.sample_index}",
+                    )
+                ]
                 continue
-            yield [Sample(request=request, text=text, attempts=1, latency_s=time.monotonic() - started,
-                          completion_tokens=len(text.split()))]
+            yield [
+                Sample(
+                    request=request,
+                    text=text,
+                    attempts=1,
+                    latency_s=time.monotonic() - started,
+                    completion_tokens=len(text.split()),
+                )
+            ]
 
 
 def _shard_number(path: Path) -> int:
