@@ -235,9 +235,11 @@ def print_summary(result: GenerateResult, console: Console) -> None:
         table.add_row(name, value)
     console.print(table)
     for sample in result.failed[:10]:
-        console.print(f"[red]failed[/red] {sample.key} problem={sample.request.problem_id}: {sample.error}")
+        console.print(
+            f"[red]failed[/red] {sample.key} problem={sample.request.problem_id}: {sample.error}", soft_wrap=True
+        )
     if len(result.failed) > 10:
         console.print(f"… and {len(result.failed) - 10} more (see samples.jsonl, field 'error')")
     if result.budget_stopped:
         console.print("[yellow]stopped at the token budget[/yellow]: raise --max-total-tokens and run again to finish")
-    console.print(f"samples: {result.run_dir / 'samples.jsonl'}")
+    console.print(f"samples: {result.run_dir / SAMPLES_FILE}", soft_wrap=True)
