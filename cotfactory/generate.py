@@ -55,6 +55,7 @@ class GenerateResult:
     completion_tokens: int = 0
     cost_usd: float | None = None
     elapsed_s: float = 0.0
+    send_elapsed_s: float = 0.0
     budget_stopped: bool = False
 
     @property
@@ -168,6 +169,7 @@ async def _send_pending(prepared: Prepared, store: Store, console: Console) -> G
             elapsed = max(time.monotonic() - t0, 1e-9)
             progress.update(task, advance=len(samples), rps=result.new / elapsed, tps=tokens / elapsed, errors=errors)
     result.requests_sent = getattr(teacher, "requests_sent", result.new)
+    result.send_elapsed_s = time.monotonic() - t0
     result.budget_stopped = budget.stopped
     return result
 
@@ -212,6 +214,7 @@ def summary_dict(result: GenerateResult) -> dict[str, Any]:
         "completion_tokens": result.completion_tokens,
         "cost_usd": result.cost_usd,
         "elapsed_s": round(result.elapsed_s, 3),
+        "send_elapsed_s": round(result.send_elapsed_s, 3),
         "budget_stopped": result.budget_stopped,
     }
 
