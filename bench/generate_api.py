@@ -103,7 +103,8 @@ def main() -> None:
             bound = concurrency / args.latency
             print(
                 f"concurrency {concurrency:>4}: {sent} requests, {rps:7.1f} req/s = {rps / bound:.2f} x bound "
-                f"({bound:.0f} req/s), {rps / seq:6.1f} x sequential loop, client CPU {cpu_per_request * 1e3:.2f} ms/request"
+                f"({bound:.0f} req/s), {rps / seq:6.1f} x sequential loop, "
+                f"client CPU {cpu_per_request * 1e3:.2f} ms/request"
             )
 
 
