@@ -84,15 +84,14 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
-    """Save ``jsonl`` as a ``datasets`` folder (``load_from_disk``-able) under ``folder``."""
+def write_dataset_atomic(rows: Iterable[dict[str, Any]], folder: Path) -> None:
+    """Save rows as a ``datasets`` folder (``datasets.load_from_disk``-able), replacing it atomically."""
     import datasets  # heavy; only exports need it
 
     datasets.disable_progress_bars()
-
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        rows = list(_read_jsonl(jsonl))
+        rows = list(rows)
         dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
         dataset.save_to_disk(str(work / "data"))
         if folder.exists():
@@ -105,5 +104,5 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
 def export_samples(run_dir: Path, samples: Iterable[Sample], problems: dict[str, Problem]) -> int:
     jsonl = run_dir / SAMPLES_FILE
     count = write_jsonl_atomic(jsonl, (sample_row(s, problems.get(s.request.problem_id)) for s in samples))
-    write_dataset_atomic(jsonl, run_dir / DATASET_DIR)
+    write_dataset_atomic(_read_jsonl(jsonl), run_dir / DATASET_DIR)
     return count

@@ -83,13 +83,15 @@ def prepare(config: GenerateConfig) -> Prepared:
     names = [t.name for t in templates]
     if len(set(names)) != len(names):
         raise ConfigError(f"templates: the same template is listed twice ({', '.join(names)})")
+    for problem in problems:  # every prompt renders, before a teacher is even built
+        for template in templates:
+            template.render(problem)
     teacher = make_teacher(config)
     teacher.attach_problems({p.id: p for p in problems})
-    grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
-    plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label)
-    plan.check()
     for template in templates:
         teacher.check_prompt(template.render(problems[0]))
+    grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
+    plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label)
     prices = load_prices(config.price_table) if config.price_table else {}
     return Prepared(config, problems, templates, teacher, plan, prices)
 

@@ -8,6 +8,7 @@ plain floats, so the flags are cleared.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -68,8 +69,18 @@ def clear_quantizer_flags(model: Any) -> Any:
 
 
 def _gguf_cache_dir(path: Path) -> Path:
-    stat = path.stat()
-    return cache_root() / "gguf" / f"{path.stem}-{stable_hash([str(path.resolve()), stat.st_size], 10)}"
+    """Keyed by content (size + the first MiB), so every checkout and venv shares one conversion."""
+    with path.open("rb") as handle:
+        head = hashlib.sha256(handle.read(1 << 20)).hexdigest()
+    return cache_root() / "gguf" / f"{path.stem}-{stable_hash([head, path.stat().st_size], 10)}"
+
+
+def quiet_transformers() -> None:
+    """No per-tensor progress bars or load reports on our users' terminals."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _convert_gguf(path: Path) -> Path:
@@ -79,6 +90,7 @@ def _convert_gguf(path: Path) -> Path:
     target = _gguf_cache_dir(path)
     if (target / "config.json").exists():
         return target
+    quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:

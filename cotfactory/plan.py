@@ -38,12 +38,6 @@ class Plan:
     def __len__(self) -> int:
         return len(self.problems) * len(self.templates) * self.grid.per_problem_template
 
-    def check(self) -> None:
-        """Render every (problem, template) once so bad data fails before anything is written."""
-        for problem in self.problems:
-            for template in self.templates:
-                template.render(problem)
-
     def requests(self, with_prompts: bool = True) -> Iterator[Request]:
         grid = self.grid
         for problem in self.problems:

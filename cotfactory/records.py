@@ -129,3 +129,16 @@ class Sample(BaseModel):
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+
+class Verdict(BaseModel):
+    """One filter's decision on one sample, with the reason and the evidence behind it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_key: str
+    filter: str
+    keep: bool
+    reason: str = Field(description="'kept' or why not: wrong_answer, minority, truncated, duplicate, …")
+    score: float | None = None
+    details: dict[str, Any] = Field(default_factory=dict)

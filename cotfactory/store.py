@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cotfactory.records import Problem, Sample
+from cotfactory.records import Problem, Sample, Verdict
 
 SCHEMA_VERSION = 1
 
@@ -33,6 +33,19 @@ CREATE TABLE IF NOT EXISTS samples (
     created REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE INDEX IF NOT EXISTS samples_by_problem ON samples (problem_id);
+CREATE TABLE IF NOT EXISTS scores (
+    sample_key TEXT NOT NULL,
+    scorer TEXT NOT NULL,
+    score REAL,
+    details TEXT NOT NULL,
+    PRIMARY KEY (sample_key, scorer)
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    sample_key TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (sample_key, filter)
+);
 """
 
 
@@ -128,6 +141,37 @@ class Store:
         """(prompt tokens, completion tokens) over every stored sample."""
         row = self._db.execute("SELECT TOTAL(prompt_tokens), TOTAL(completion_tokens) FROM samples").fetchone()
         return int(row[0]), int(row[1])
+
+    def problem_samples(self, problem_id: str) -> list[Sample]:
+        rows = self._db.execute("SELECT body FROM samples WHERE problem_id = ? ORDER BY rowid", (problem_id,))
+        return [Sample.model_validate_json(body) for (body,) in rows]
+
+    # scores (a cache keyed by sample and scorer configuration) ----------------------------------
+    def put_scores(self, scorer: str, scores: Iterable[tuple[str, float | None, dict[str, Any]]]) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
+                ((key, scorer, score, json.dumps(details)) for key, score, details in scores),
+            )
+
+    def scores(self, scorer: str, keys: Iterable[str] | None = None) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        rows = self._db.execute("SELECT sample_key, score, details FROM scores WHERE scorer = ?", (scorer,))
+        wanted = set(keys) if keys is not None else None
+        return {
+            key: (score, json.loads(details)) for key, score, details in rows if wanted is None or key in wanted
+        }
+
+    # verdicts (the latest filter run's decisions, kept and dropped) --------------------------------
+    def replace_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM verdicts")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)",
+                ((v.sample_key, v.filter, v.model_dump_json()) for v in verdicts),
+            )
+
+    def verdicts(self) -> list[Verdict]:
+        return [Verdict.model_validate_json(body) for (body,) in self._db.execute("SELECT body FROM verdicts")]
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from cotfactory.errors import TeacherError
-from cotfactory.models import load_causal_lm, load_tokenizer, model_label, resolve_model_path
+from cotfactory.models import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
 from cotfactory.records import RenderedPrompt, Request, Sample
 from cotfactory.teachers.base import Teacher
 
@@ -26,10 +26,7 @@ class HFTeacher(Teacher):
 
     def __init__(self, config: Any):
         super().__init__(config)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+        quiet_transformers()
         self._location = resolve_model_path(config.model)  # checks the model exists; converts GGUF once
         self.tokenizer = load_tokenizer(self._location)
         self.tokenizer.padding_side = "left"
