@@ -1,85 +1,441 @@
-"""Pull the final answer (and the rationale before it) out of a teacher's text.
+"""Pull the final answer, and the rationale before it, out of a teacher's text; compare answers.
 
-A first, simple extractor: "The answer is X", GSM8K's "#### X", "So the answer is (c) …", else the
-last number for number problems. The filters build on it.
+One module for everyone who reads an answer: generation stores ``extract``'s result on each sample,
+the filters and the student evaluator judge it with ``answers_match``.
+
+``extract(text, problem, pattern)`` first cuts off an invented next turn (everything from the first
+``"\\n\\nQ:"``, as PaLM writes), then looks for the final-answer statement; the first rule that finds
+one wins:
+
+1. the template's own ``pattern``, a regex whose group 1 is the answer (first match, ``re.S``);
+2. GSM8K's ``#### 72`` (the last one);
+3. the last of the natural-language statements: "The answer is 72." / "So the answer is (c) wooded
+   area." / "**Final answer:** 72" / ``\\boxed{72}`` / a line "A: 18" (GPT-3's GSM8K solutions).
+   A ``\\boxed{}`` inside an "answer is" sentence belongs to that sentence.
+
+The rationale is the text before the statement ("So"/"Therefore" go with the statement). The
+statement's answer is normalized by answer type, so equal answers are equal strings: numbers as
+short decimals ("51", "0.75"; expressions are evaluated safely), choices as the choice text, yes/no
+as "yes"/"no", free text SQuAD-normalized. When there is no statement, or it holds no usable answer,
+a cautious fallback applies: number → the last number in the text; choice → a choice named
+unambiguously in the last sentence; yes_no → a text that opens with "Yes."/"No,"; text → none.
+``None`` means no answer: an ambiguous statement ("either (b) lake or (d) pond") is not guessed at,
+since an extraction failure is a verdict of its own.
 """
 
 from __future__ import annotations
 
+import ast
+import math
+import operator
 import re
+import string
+from collections.abc import Callable
+from functools import lru_cache
+from typing import NamedTuple
 
+from cotfactory.errors import ConfigError
 from cotfactory.records import Problem
 
-_ANSWER_IS = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*:?\s*(.+?)(?:\.\s*$|\.\s+|\n|$)", re.I)
-_HASHES = re.compile(r"####\s*(.+?)\s*$", re.M)
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-_CHOICE = re.compile(r"^\(?([a-e])\)(?:\s+(.*))?$|^\(?([a-e])\)?$", re.I)
+__all__ = ["answers_match", "extract", "normalize_number", "normalize_text", "safe_eval"]
+
+Number = int | float
+
+INVENTED_TURN = "\n\nQ:"
+MAX_EXPONENT = 100
+MAX_MAGNITUDE = 1e100
+MAX_EXPRESSION_CHARS = 200
+
+# ------------------------------------------------------------------------------------- statements
+# GSM8K's final-answer marker.
+_HASHES = re.compile(r"####[ \t]*(?P<body>[^\n]*)")
+# "The answer is 72", "So the final answer is: $72", "**Answer:** (c)", "Therefore, the correct answer is
+# yes". A leading connective belongs to the statement, not the rationale. The body runs to the end of
+# the line; _statement_body keeps its first sentence.
+_ANSWER_IS = re.compile(
+    r"(?:\b(?:so|thus|therefore|hence)\b,?[ \t]*)?"
+    r"(?:\bthe[ \t]+)?(?:\b(?:final|correct|right)[ \t]+)?"
+    r"\banswer\b[*_]*[ \t]*(?:is\b|:)[*_ \t:]*"
+    r"(?P<body>[^\n]*)",
+    re.I,
+)
+# GPT-3's GSM8K solutions end with a line "A: 18".
+_A_LINE = re.compile(r"^[ \t]*A:[ \t]*(?P<body>[^\n]+)", re.M)
+# LaTeX boxes; the content's braces are matched by hand in _boxed().
+_BOXED = re.compile(r"\\(?:boxed|fbox)[ \t]*\{")
+# The end of a sentence: . ! ? followed by white space or the end ("3.5" and "1,234.50" stay whole).
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# Math delimiters opening a box: "$\\boxed{72}$", "\\[\\boxed{72}\\]" (the box's statement starts at them).
+_MATH_OPENER = re.compile(r"(?:\$|\\\[|\\\()[ \t]*$")
+# A last line that is only markup ("**" left before "Final Answer:"), trimmed off the rationale.
+_DANGLING_MARKUP = re.compile(r"(?:^|\n)[*_#\s]*$")
+
+# ----------------------------------------------------------------------------------------- markup
+# \frac{3}{4} (also \dfrac, \tfrac) → (3)/(4); innermost braces first, so nesting unwraps in a loop.
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
+_LATEX_WRAPPER = re.compile(r"\\(?:boxed|fbox|text|textbf|textrm|mathrm|mathbf)[ \t]*\{([^{}]*)\}")
+_LATEX_SYMBOLS = {
+    **{r"\$": "$", r"\%": "%", "{,}": ",", r"\times": "*", r"\cdot": "*", r"\div": "/"},
+    **{r"\!": "", r"\,": "", r"\left": "", r"\right": ""},  # spacing and sizing only
+}
+_INLINE_MATH = re.compile(r"\$([^$]*)\$")
+_UNICODE_MATH = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/"})
+
+# ---------------------------------------------------------------------------------------- numbers
+# A number token; a minus counts as a sign only when it does not follow an operand ("16-3" → 16, 3).
+_NUMBER = re.compile(r"(?<![\w.)])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+# A thousands separator: "1,234" → "1234", but "3, 4" stays a list.
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+# A percent sign after a number ("72%"), not the modulo of "7 % 3".
+_PERCENT = re.compile(r"(?<=\d)\s*%(?!\s*[\d(])")
+# The first run of arithmetic characters holding a digit: "18 eggs" → "18 ", "( 84.0 / 2.0 )" whole.
+_ARITH_SPAN = re.compile(r"[\d.+\-*/%()\s]*\d[\d.+\-*/%()\s]*")
+
+# ---------------------------------------------------------------------------------- choices, yes/no
+# A choice letter in parentheses anywhere in the statement: "(c) train station", "either (b) or (d)".
+_LETTER_IN_PARENS = re.compile(r"\(([a-e])\)", re.I)
+# A bare letter opening the statement: "c", "C)", "c.", "C: train station" (not "a train station").
+_LEADING_LETTER = re.compile(r"^([a-e])(?:[).:](?:\s|$)|$)", re.I)
+# An answer-first text with no statement: "Yes. Apples ...", "No, because ..." (not "No one ...").
+_OPENING_YES_NO = re.compile(r"^[*\s]*(yes|no|true|false)\b[*]*(?:[.,!:;]|\s*$)", re.I)
+_YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+class _Statement(NamedTuple):
+    start: int  # the rationale is the text before this
+    end: int
+    body: str  # the raw answer, to be normalized by answer type
+
+
+# ------------------------------------------------------------------------------------ public API
+def extract(text: str, problem: Problem, pattern: str | None = None) -> tuple[str, str | None]:
+    """(rationale, answer): the text before the final-answer statement and the normalized answer.
+
+    The answer is None when none can be found; see the module docstring for the order of the rules.
+    """
+    text = text.split(INVENTED_TURN, 1)[0]
+    statement = _pattern_statement(text, pattern) if pattern else None
+    statement = statement or _find_statement(text)
+    answer = _normalize(statement.body, problem.answer_type, problem.choices) if statement else None
+    if answer is None:
+        answer = _FALLBACKS[problem.answer_type](text, problem.choices or [])
+    rationale = _trim_rationale(text[: statement.start]) if statement else text.strip()
+    return rationale, answer
+
+
+def answers_match(answer: str | None, gold: str | None, problem: Problem, tolerance: float = 1e-4) -> bool:
+    """Whether an answer equals the gold under the problem's answer type; None never matches.
+
+    Numbers compare numerically, both sides parsed by the same normalizer ("18.0" matches "18",
+    "1,234" matches "1234"), within relative and absolute ``tolerance``; when either is whole only the
+    absolute one applies, since a relative 1e-4 would let 120006 pass for 120000. The rule is
+    symmetric, so the consistency filter can vote with it. Choices compare by their text, case-blind
+    (a letter "c" stands for the third choice); yes/no and free text after normalization.
+    """
+    if answer is None or gold is None:
+        return False
+    return _MATCHERS[problem.answer_type](answer, gold, problem.choices or [], tolerance)
 
 
 def normalize_number(text: str) -> str | None:
-    """'$1,234.50' → '1234.5'; '72%' → '72'; None when there is no number."""
-    match = _NUMBER.search(text)
+    """The number a text states, as short text: '$1,234.50' → '1234.5'; '72%' → '72'; '3/4' → '0.75'.
+
+    A statement "3 + 4 = 7" gives what follows the last "="; an arithmetic expression is evaluated
+    with ``safe_eval``; trailing units are ignored ("18 eggs" → "18"). None when there is no number.
+    """
+    value = _parse_number(text)
+    return None if value is None else _format_number(value)
+
+
+def normalize_text(text: str) -> str:
+    """SQuAD-style: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = _clean_markup(text).lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def safe_eval(expression: str) -> Number | None:
+    """Evaluate plain arithmetic, or None when it is anything else.
+
+    Allowed: int and float literals, + - * / // % **, unary minus and plus, parentheses. Refused:
+    names, calls, attributes, anything longer than MAX_EXPRESSION_CHARS, exponents above
+    MAX_EXPONENT and any value beyond MAX_MAGNITUDE (so ``9**9**9`` returns at once). No ``eval``.
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return None
+    try:
+        return _evaluate(ast.parse(expression.strip(), mode="eval").body)
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
+        return None
+
+
+# ----------------------------------------------------------------------------- finding statements
+@lru_cache(maxsize=64)
+def _compile_pattern(pattern: str) -> re.Pattern[str]:
+    try:
+        compiled = re.compile(pattern, re.S)
+    except re.error as exc:
+        raise ConfigError(f"answer_pattern {pattern!r} is not a valid regex: {exc}") from exc
+    if compiled.groups < 1:
+        raise ConfigError(f"answer_pattern {pattern!r} needs a group: group 1 is the answer")
+    return compiled
+
+
+def _pattern_statement(text: str, pattern: str) -> _Statement | None:
+    match = _compile_pattern(pattern).search(text)
     if not match:
         return None
-    raw = match.group(0).replace("$", "").replace(",", "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return str(int(value)) if value.is_integer() else repr(value)
+    return _Statement(match.start(), match.end(), match.group(1) or "")
 
 
-def extract(text: str, problem: Problem, pattern: str | None = None) -> tuple[str, str | None]:
-    """(rationale, answer); the answer is None when none can be found."""
-    stem, raw = _split(text, pattern)
-    if raw is None:
-        if problem.answer_type == "number":
-            numbers = _NUMBER.findall(text)
-            raw = numbers[-1] if numbers else None
-        if raw is None:
-            return text.strip(), None
-    return stem.strip(), _normalize(raw, problem)
-
-
-def _split(text: str, pattern: str | None) -> tuple[str, str | None]:
-    if pattern:
-        match = re.search(pattern, text, re.S)
-        if match:
-            return text[: match.start()], match.group(1)
-        return text, None
+def _find_statement(text: str) -> _Statement | None:
+    """The final-answer statement: the last '####', else the last natural-language statement."""
     hashes = list(_HASHES.finditer(text))
     if hashes:
-        return text[: hashes[-1].start()], hashes[-1].group(1)
-    found = list(_ANSWER_IS.finditer(text))
-    if found:
-        last = found[-1]
-        start = text.rfind("So ", 0, last.start() + 1)
-        cut = start if start != -1 and last.start() - start <= 4 else last.start()
-        return text[:cut], last.group(1)
-    return text, None
+        return _Statement(hashes[-1].start(), hashes[-1].end(), hashes[-1]["body"])
+    sentences = [_Statement(m.start(), m.end(), _statement_body(m["body"])) for m in _ANSWER_IS.finditer(text)]
+    lines = [_Statement(m.start(), m.end(), m["body"]) for m in _A_LINE.finditer(text)]
+    boxes = [box for box in _boxed(text) if not any(s.start < box.start < s.end for s in sentences + lines)]
+    found = sentences + lines + boxes
+    return max(found, key=lambda s: s.start) if found else None
 
 
-def _normalize(raw: str, problem: Problem) -> str | None:
-    raw = raw.strip().strip("*").strip()
-    if problem.answer_type == "number":
-        return normalize_number(raw)
-    if problem.answer_type == "yes_no":
-        word = raw.lower().split()[0].strip(".,!") if raw.split() else ""
-        return {"yes": "yes", "true": "yes", "no": "no", "false": "no"}.get(word)
-    if problem.answer_type == "choice":
-        return _choice(raw, problem.choices or [])
-    return raw.rstrip(".").strip() or None
+def _statement_body(body: str) -> str:
+    """The first sentence of a statement, inside a repeated one ("Final Answer: The final answer is 72")."""
+    while inner := _ANSWER_IS.search(body):
+        body = inner["body"]
+    end = _SENTENCE_END.search(body)
+    return body[: end.start()] if end else body
 
 
-def _choice(raw: str, choices: list[str]) -> str | None:
-    lowered = raw.lower().rstrip(".").strip()
-    match = _CHOICE.match(lowered)
-    if match:
-        letter = (match.group(1) or match.group(3)).lower()
-        index = ord(letter) - ord("a")
-        if index < len(choices):
-            return choices[index]
+def _boxed(text: str) -> list[_Statement]:
+    """Every ``\\boxed{...}`` with its content, nested braces included."""
+    found = []
+    for match in _BOXED.finditer(text):
+        depth, position = 1, match.end()
+        while position < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[position], 0)
+            position += 1
+        if depth == 0:
+            opener = _MATH_OPENER.search(text, 0, match.start())
+            start = opener.start() if opener else match.start()
+            found.append(_Statement(start, position, text[match.end() : position - 1]))
+    return found
+
+
+def _trim_rationale(text: str) -> str:
+    return _DANGLING_MARKUP.sub("", text).strip()
+
+
+def _last_sentence(text: str) -> str:
+    parts = [part for part in re.split(r"(?<=[.!?])\s+|\n+", text.strip()) if part.strip()]
+    return parts[-1] if parts else ""
+
+
+# ---------------------------------------------------------------------------------- normalizing
+def _clean_markup(text: str) -> str:
+    """Markdown and LaTeX dressing off: '**72**', '$\\boxed{\\frac{3}{4}}$', '\\$1{,}234' → bare text."""
+    for latex, plain in _LATEX_SYMBOLS.items():
+        text = text.replace(latex, plain)
+    previous = None
+    while previous != text:
+        previous = text
+        text = _LATEX_FRAC.sub(r"(\1)/(\2)", text)
+        text = _LATEX_WRAPPER.sub(r"\1", text)
+    text = _INLINE_MATH.sub(r"\1", text)
+    text = text.replace("**", "").replace("__", "").replace("`", "")
+    return text.strip().strip("\"'").strip()
+
+
+def _normalize(raw: str, answer_type: str, choices: list[str] | None) -> str | None:
+    return _NORMALIZERS[answer_type](raw, choices or [])
+
+
+def _parse_number(text: str) -> Number | None:
+    text = _clean_markup(text).translate(_UNICODE_MATH).replace("$", "")
+    text = _PERCENT.sub("", text).rsplit("=", 1)[-1]
+    text = _THOUSANDS.sub("", text).replace("^", "**")
+    span = _ARITH_SPAN.search(text)
+    if not span:
+        return None
+    value = safe_eval(span.group().strip())
+    if value is not None:
+        return value
+    token = _NUMBER.search(span.group())
+    return _number_value(token.group()) if token else None
+
+
+def _number_value(token: str) -> Number | None:
+    """A number token's value ('1,234' → 1234); None beyond MAX_MAGNITUDE."""
+    token = token.replace(",", "")
+    try:
+        value: Number = int(token) if token.lstrip("-").isdigit() else float(token)
+    except ValueError:  # more digits than int() converts
+        return None
+    return value if abs(value) <= MAX_MAGNITUDE else None
+
+
+def _format_number(value: Number) -> str | None:
+    """Integral values without '.0'; others rounded to 12 significant digits, shortest repr."""
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return None
+    rounded = float(f"{value:.12g}")
+    return str(int(rounded)) if rounded.is_integer() else repr(rounded)
+
+
+def _number_answer(raw: str, choices: list[str]) -> str | None:
+    return normalize_number(raw)
+
+
+def _choice_answer(raw: str, choices: list[str]) -> str | None:
+    """The choice text a statement names: by its letter first, else by its text; None if it names several."""
+    text = _clean_markup(raw).rstrip(".").strip()
+    letters = {letter.lower() for letter in _LETTER_IN_PARENS.findall(text)}
+    if not letters and (leading := _LEADING_LETTER.match(text)):
+        letters = {leading.group(1).lower()}
+    if len(letters) > 1:
+        return None  # "either (b) lake or (d) pond" is not one answer
+    if letters:
+        index = ord(letters.pop()) - ord("a")
+        return choices[index] if index < len(choices) else None
+    return _named_choice(text, choices)
+
+
+def _named_choice(text: str, choices: list[str]) -> str | None:
+    """The one choice the text names (exactly, or as a word group, plural allowed); None if not one."""
+    lowered = text.lower()
     for choice in choices:
-        if choice.lower() == lowered or lowered.endswith(choice.lower()):
+        if choice.lower() == lowered:
             return choice
+    named = [c for c in choices if re.search(rf"(?<!\w){re.escape(c.lower())}(?:e?s)?(?!\w)", lowered)]
+    # "grocery store" also names "store": keep the longest of overlapping names
+    named = [c for c in named if not any(c.lower() in o.lower() and c.lower() != o.lower() for o in named)]
+    return named[0] if len({c.lower() for c in named}) == 1 else None
+
+
+def _yes_no_answer(raw: str, choices: list[str]) -> str | None:
+    words = re.findall(r"[a-z]+", _clean_markup(raw).lower())
+    return _YES_NO.get(words[0]) if words else None
+
+
+def _text_answer(raw: str, choices: list[str]) -> str | None:
+    return normalize_text(raw) or None
+
+
+_NORMALIZERS: dict[str, Callable[[str, list[str]], str | None]] = {
+    "number": _number_answer,
+    "choice": _choice_answer,
+    "yes_no": _yes_no_answer,
+    "text": _text_answer,
+}
+
+
+# ------------------------------------------------------------------------------------- fallbacks
+def _last_number(text: str, choices: list[str]) -> str | None:
+    tokens = _NUMBER.findall(text)
+    value = _number_value(tokens[-1]) if tokens else None
+    return None if value is None else _format_number(value)
+
+
+def _choice_in_last_sentence(text: str, choices: list[str]) -> str | None:
+    return _choice_answer(_last_sentence(text), choices)
+
+
+def _opening_yes_no(text: str, choices: list[str]) -> str | None:
+    match = _OPENING_YES_NO.match(text)
+    return _YES_NO[match.group(1).lower()] if match else None
+
+
+def _no_fallback(text: str, choices: list[str]) -> str | None:
     return None
+
+
+_FALLBACKS: dict[str, Callable[[str, list[str]], str | None]] = {
+    "number": _last_number,
+    "choice": _choice_in_last_sentence,
+    "yes_no": _opening_yes_no,
+    "text": _no_fallback,
+}
+
+
+# -------------------------------------------------------------------------------------- matching
+def _numbers_match(answer: str, gold: str, choices: list[str], tolerance: float) -> bool:
+    a, g = _parse_number(answer), _parse_number(gold)
+    if a is None or g is None:
+        return False
+    # a whole number has no rounding for a relative tolerance to forgive: 120006 is not 120000
+    whole = float(a).is_integer() or float(g).is_integer()
+    return math.isclose(a, g, rel_tol=0.0 if whole else tolerance, abs_tol=tolerance)
+
+
+def _choices_match(answer: str, gold: str, choices: list[str], tolerance: float) -> bool:
+    return _choice_text(answer, choices).lower() == _choice_text(gold, choices).lower()
+
+
+def _choice_text(value: str, choices: list[str]) -> str:
+    """A choice's text as given, or the text a lone letter ('c', '(C)') stands for."""
+    value = value.strip()
+    if any(value.lower() == choice.lower() for choice in choices):
+        return value
+    letter = re.fullmatch(r"\(?([a-e])\)?", value, re.I)
+    index = ord(letter.group(1).lower()) - ord("a") if letter else len(choices)
+    return choices[index] if index < len(choices) else value
+
+
+def _yes_no_match(answer: str, gold: str, choices: list[str], tolerance: float) -> bool:
+    a = _YES_NO.get(answer.strip().lower())
+    return a is not None and a == _YES_NO.get(gold.strip().lower())
+
+
+def _texts_match(answer: str, gold: str, choices: list[str], tolerance: float) -> bool:
+    a = normalize_text(answer)
+    return bool(a) and a == normalize_text(gold)
+
+
+_MATCHERS: dict[str, Callable[[str, str, list[str], float], bool]] = {
+    "number": _numbers_match,
+    "choice": _choices_match,
+    "yes_no": _yes_no_match,
+    "text": _texts_match,
+}
+
+
+# ------------------------------------------------------------------------------ safe arithmetic
+def _power(base: Number, exponent: Number) -> Number:
+    if abs(exponent) > MAX_EXPONENT:
+        raise ValueError(f"exponent {exponent} above {MAX_EXPONENT}")
+    if base and exponent * math.log10(abs(base)) > math.log10(MAX_MAGNITUDE):
+        raise ValueError(f"{base} ** {exponent} is beyond {MAX_MAGNITUDE:g}")
+    return base**exponent
+
+
+_BINARY: dict[type[ast.operator], Callable[[Number, Number], Number]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: _power,
+}
+
+
+def _evaluate(node: ast.expr) -> Number:
+    """Walk the syntax tree; anything but numbers, arithmetic and parentheses raises ValueError."""
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):  # not bool, not complex
+        return _bounded(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        return _bounded(_BINARY[type(node.op)](_evaluate(node.left), _evaluate(node.right)))
+    raise ValueError(f"not plain arithmetic: {type(node).__name__}")
+
+
+def _bounded(value: Number) -> Number:
+    if type(value) not in (int, float) or abs(value) > MAX_MAGNITUDE or not math.isfinite(value):
+        raise ValueError(f"not a number within {MAX_MAGNITUDE:g}: {value!r}")
+    return value

@@ -158,6 +158,78 @@ def generate(
     raise typer.Exit(result.exit_code)
 
 
+def _fdesc(name: str) -> str:
+    from cotfactory.filter_config import FilterConfig
+
+    return FilterConfig.model_fields[name].description or ""
+
+
+@app.command("filter")
+@user_errors
+def filter_command(
+    run_dir: Annotated[str, typer.Argument(help="Run directory made by `cotfactory generate`.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same keys.")] = None,
+    well_formed: Annotated[
+        bool | None, typer.Option("--well-formed/--no-well-formed", help=_fdesc("well_formed"))
+    ] = None,
+    correct: Annotated[bool | None, typer.Option("--correct/--no-correct", help=_fdesc("correct"))] = None,
+    consistency: Annotated[float | None, typer.Option(help=_fdesc("consistency"))] = None,
+    weighted_votes: Annotated[
+        bool | None, typer.Option("--weighted-votes/--no-weighted-votes", help=_fdesc("weighted_votes"))
+    ] = None,
+    reward: Annotated[str | None, typer.Option(help=_fdesc("reward"))] = None,
+    reward_threshold: Annotated[float | None, typer.Option(help=_fdesc("reward_threshold"))] = None,
+    top_k: Annotated[int | None, typer.Option(help=_fdesc("top_k"))] = None,
+    dedup: Annotated[float | None, typer.Option(help=_fdesc("dedup"))] = None,
+    tolerance: Annotated[float | None, typer.Option(help=_fdesc("tolerance"))] = None,
+    reward_batch_size: Annotated[int | None, typer.Option(help=_fdesc("reward_batch_size"))] = None,
+    device: Annotated[str | None, typer.Option(help=_fdesc("device"))] = None,
+    scorer_model: Annotated[str | None, typer.Option(help=_fdesc("scorer_model"))] = None,
+    judge_template: Annotated[str | None, typer.Option(help=_fdesc("judge_template"))] = None,
+    judge_teacher: Annotated[str | None, typer.Option(help=_fdesc("judge_teacher"))] = None,
+    judge_model: Annotated[str | None, typer.Option(help=_fdesc("judge_model"))] = None,
+    judge_base_url: Annotated[list[str] | None, typer.Option(help=_fdesc("judge_base_url"))] = None,
+    judge_api_key_env: Annotated[str | None, typer.Option(help=_fdesc("judge_api_key_env"))] = None,
+    judge_concurrency: Annotated[int | None, typer.Option(help=_fdesc("judge_concurrency"))] = None,
+    trust_remote_code: Annotated[
+        bool | None, typer.Option("--trust-remote-code/--no-trust-remote-code", help=_fdesc("trust_remote_code"))
+    ] = None,
+) -> None:
+    """Keep the good samples of a run: well-formed, correct, self-consistent, well-rewarded, not duplicated.
+
+    Writes filtered.jsonl, a filtered/ datasets folder and funnel.json; prints the funnel.
+    """
+    from cotfactory.filter_config import FilterConfig
+    from cotfactory.filtering import print_funnel, run_filter
+
+    flags = dict(
+        run_dir=run_dir,
+        well_formed=well_formed,
+        correct=correct,
+        consistency=consistency,
+        weighted_votes=weighted_votes,
+        reward=reward,
+        reward_threshold=reward_threshold,
+        top_k=top_k,
+        dedup=dedup,
+        tolerance=tolerance,
+        reward_batch_size=reward_batch_size,
+        device=device,
+        scorer_model=scorer_model,
+        judge_template=judge_template,
+        judge_teacher=judge_teacher,
+        judge_model=judge_model,
+        judge_base_url=_split(judge_base_url),
+        judge_api_key_env=judge_api_key_env,
+        judge_concurrency=judge_concurrency,
+        trust_remote_code=trust_remote_code,
+    )
+    file_values = read_config_file(config) if config else {}
+    resolved = build_config(FilterConfig, file_values, flags, source=str(config) if config else "flags")
+    result = run_filter(resolved, err)
+    print_funnel(result, err)
+
+
 @templates_app.callback()
 @user_errors
 def templates_list(

@@ -78,22 +78,28 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             yield json.loads(line)
 
 
-def write_dataset_atomic(rows: Iterable[dict[str, Any]], folder: Path) -> None:
-    """Save rows as a ``datasets`` folder (``datasets.load_from_disk``-able), replacing it atomically."""
+def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
+    """Save a JSONL file as a ``datasets`` folder (``load_from_disk``-able), replacing it atomically.
+
+    Arrow's JSON reader streams the file in blocks, so memory stays flat for large runs.
+    """
     import datasets  # heavy; only exports need it
 
     datasets.disable_progress_bars()
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        rows = list(rows)
-        dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
+        if jsonl.stat().st_size == 0:
+            dataset = datasets.Dataset.from_dict({})
+        else:
+            dataset = datasets.Dataset.from_json(str(jsonl), cache_dir=str(work / "cache"))
         dataset.save_to_disk(str(work / "data"))
+        del dataset
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(work / "data", folder)
@@ -104,5 +110,5 @@ def write_dataset_atomic(rows: Iterable[dict[str, Any]], folder: Path) -> None:
 def export_samples(run_dir: Path, samples: Iterable[Sample], problems: dict[str, Problem]) -> int:
     jsonl = run_dir / SAMPLES_FILE
     count = write_jsonl_atomic(jsonl, (sample_row(s, problems.get(s.request.problem_id)) for s in samples))
-    write_dataset_atomic(_read_jsonl(jsonl), run_dir / DATASET_DIR)
+    write_dataset_atomic(jsonl, run_dir / DATASET_DIR)
     return count

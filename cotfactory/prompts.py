@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import string
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ import jinja2
 import jinja2.meta
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotfactory.errors import DataError, TemplateError
 from cotfactory.hashing import stable_hash
@@ -36,6 +37,8 @@ VARIABLES = {
     "metadata": "the problem's metadata dict",
     "exemplars": "the few-shot exemplars loaded from the template's exemplars file",
     "ex": "the current exemplar inside a for_each block",
+    "candidate": "the sample text being judged (judge templates)",
+    "candidate_answer": "the sample's extracted answer (judge templates)",
 }
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
@@ -69,6 +72,18 @@ class TemplateSpec(BaseModel):
     requires_gold: bool = False
     answer_types: list[Literal["number", "choice", "yes_no", "text"]] | None = None
     answer_pattern: str | None = Field(None, description="Regex whose group 1 is the final answer.")
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                groups = re.compile(value).groups
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+            if groups < 1:
+                raise ValueError("needs a group: group 1 is the final answer")
+        return value
 
     @model_validator(mode="after")
     def _form_matches_body(self) -> TemplateSpec:
@@ -156,8 +171,8 @@ class Template:
             "exemplars": self.exemplars,
         }
 
-    def render(self, problem: Problem) -> RenderedPrompt:
-        variables = self.variables_for(problem)
+    def render(self, problem: Problem, extra: dict[str, Any] | None = None) -> RenderedPrompt:
+        variables = {**self.variables_for(problem), **(extra or {})}
         if self.spec.prompt is not None:
             text = self._render_one(self.spec.prompt, variables, problem.id)
             return RenderedPrompt(text=text, stop=self.spec.stop)

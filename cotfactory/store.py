@@ -154,17 +154,28 @@ class Store:
                 ((key, scorer, score, json.dumps(details)) for key, score, details in scores),
             )
 
-    def scores(self, scorer: str, keys: Iterable[str] | None = None) -> dict[str, tuple[float | None, dict[str, Any]]]:
-        rows = self._db.execute("SELECT sample_key, score, details FROM scores WHERE scorer = ?", (scorer,))
-        wanted = set(keys) if keys is not None else None
-        return {
-            key: (score, json.loads(details)) for key, score, details in rows if wanted is None or key in wanted
-        }
+    def scores(self, scorer: str, keys: list[str] | None = None) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        """Cached scores of ``scorer``: all of them, or those of ``keys``."""
+        if keys is None:
+            rows = self._db.execute("SELECT sample_key, score, details FROM scores WHERE scorer = ?", (scorer,))
+            return {key: (score, json.loads(details)) for key, score, details in rows}
+        found: dict[str, tuple[float | None, dict[str, Any]]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT sample_key, score, details FROM scores WHERE scorer = ? AND sample_key IN "
+                f"({','.join('?' * len(chunk))})",
+                (scorer, *chunk),
+            )
+            found.update({key: (score, json.loads(details)) for key, score, details in rows})
+        return found
 
     # verdicts (the latest filter run's decisions, kept and dropped) --------------------------------
-    def replace_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+    def clear_verdicts(self) -> None:
+        self._db.execute("DELETE FROM verdicts")
+
+    def add_verdicts(self, verdicts: Iterable[Verdict]) -> None:
         with self._transaction():
-            self._db.execute("DELETE FROM verdicts")
             self._db.executemany(
                 "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?)",
                 ((v.sample_key, v.filter, v.model_dump_json()) for v in verdicts),

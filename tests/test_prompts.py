@@ -106,6 +106,8 @@ def test_answer_types_guard(tmp_path: Path) -> None:
         ("form: completion\nprompt: x\ncolour: red\n", "field 'colour': Extra inputs are not permitted"),
         ("form: completion\nprompt: [unclosed\n", "invalid YAML"),
         ("- just\n- a list\n", "a template is a YAML mapping"),
+        ("form: completion\nprompt: x\nanswer_pattern: 'answer is ('\n", "field 'answer_pattern'"),
+        ("form: completion\nprompt: x\nanswer_pattern: 'answer is \\d+'\n", "needs a group"),
         ("form: completion\nprompt: x\nexemplars: nowhere.jsonl\n", "exemplars file 'nowhere.jsonl' cannot be read"),
     ],
 )

@@ -1,0 +1,272 @@
+"""``cotfactory filter``: decide which samples a student may learn from, and record why.
+
+Reads a run directory's store (never the teacher), re-extracts answers with the current extractor,
+scores samples where a reward is asked for (cached in the store by scorer identity, so a new
+threshold never re-scores), then runs the filters problem by problem — memory is bounded by one
+problem's samples — and writes ``filtered.jsonl``, a ``filtered/`` datasets folder and
+``funnel.json``. Every verdict, kept or dropped, is stored in the store's ``verdicts`` table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from cotfactory import answers
+from cotfactory.errors import ConfigError, DataError
+from cotfactory.export import (
+    SAMPLES_FILE,
+    sample_row,
+    write_dataset_atomic,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from cotfactory.filter_config import FilterConfig
+from cotfactory.filters.base import Filter, ProblemGroup
+from cotfactory.filters.consistency import Consistency
+from cotfactory.filters.correct import Correct
+from cotfactory.filters.dedup import Dedup
+from cotfactory.filters.reward import Reward
+from cotfactory.filters.well_formed import WellFormed
+from cotfactory.prompts import TemplateError, load_template
+from cotfactory.records import Problem, Sample, Verdict
+from cotfactory.scorers import make_scorer
+from cotfactory.scorers.base import ScoreItem, Scorer
+from cotfactory.store import Store
+
+FILTERED_FILE = "filtered.jsonl"
+FILTERED_DIR = "filtered"
+FUNNEL_FILE = "funnel.json"
+
+
+def build_filters(config: FilterConfig) -> list[Filter]:
+    """The enabled filters, in their fixed order."""
+    stages: list[Filter] = []
+    if config.well_formed:
+        stages.append(WellFormed())
+    if config.correct:
+        stages.append(Correct(config.tolerance))
+    if config.consistency is not None:
+        stages.append(Consistency(config.consistency, weighted=config.weighted_votes))
+    if config.reward is not None:
+        stages.append(Reward(config.reward_threshold, config.top_k))
+    if config.dedup is not None:
+        stages.append(Dedup(config.dedup))
+    return stages
+
+
+@dataclass
+class StageCount:
+    stage: str
+    samples_in: int = 0
+    samples_out: int = 0
+    problems_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "samples_in": self.samples_in,
+            "samples_out": self.samples_out,
+            "problems_out": self.problems_out,
+            "dropped": dict(self.dropped),
+        }
+
+
+@dataclass
+class FilterResult:
+    run_dir: Path
+    funnel: list[StageCount]
+    kept: int
+    scored_now: int
+
+
+def run_filter(config: FilterConfig, console: Console | None = None) -> FilterResult:
+    console = console or Console(stderr=True)
+    run_dir = Path(config.run_dir)
+    keys, problem_order = _plan_keys(run_dir)
+    stages = build_filters(config)
+    scorer = make_scorer(config) if config.reward is not None else None  # fails here, before any write
+    with Store.in_run(run_dir) as store:
+        problems = store.problems()
+        patterns = _answer_patterns(store)
+        scored_now = _score_missing(
+            store, scorer, _groups(store, keys, problem_order, problems, patterns), console, config.reward_batch_size
+        )
+        funnel = [StageCount("input")] + [StageCount(stage.name) for stage in stages]
+        store.clear_verdicts()
+        rows = (
+            row
+            for problem, samples in _groups(store, keys, problem_order, problems, patterns)
+            for row in _filter_problem(problem, samples, stages, funnel, store, scorer)
+        )
+        kept = write_jsonl_atomic(run_dir / FILTERED_FILE, rows)  # streamed: one problem in memory at a time
+        write_dataset_atomic(run_dir / FILTERED_FILE, run_dir / FILTERED_DIR)
+        write_json_atomic(
+            run_dir / FUNNEL_FILE, {"config": config.model_dump(), "stages": [c.as_dict() for c in funnel]}
+        )
+        store.set_meta("filter_config", config.model_dump())
+    return FilterResult(run_dir, funnel, kept, scored_now)
+
+
+def _filter_problem(
+    problem: Problem,
+    samples: list[Sample],
+    stages: list[Filter],
+    funnel: list[StageCount],
+    store: Store,
+    scorer: Scorer | None,
+) -> list[dict[str, Any]]:
+    """Run every stage on one problem; count the funnel, store the verdicts, return the kept rows."""
+    cached = store.scores(scorer.identity, [s.key for s in samples]) if scorer else {}
+    group = ProblemGroup(
+        problem, samples, list(samples), {s.key: cached.get(s.key, (None, {}))[0] for s in samples}, label=problem.gold
+    )
+    funnel[0].samples_in += len(samples)
+    funnel[0].samples_out += len(samples)
+    funnel[0].problems_out += bool(samples)
+    by_key: dict[str, dict[str, Verdict]] = {s.key: {} for s in samples}
+    for stage, count in zip(stages, funnel[1:], strict=True):
+        count.samples_in += len(group.survivors)
+        verdicts = stage.apply(group)
+        store.add_verdicts(verdicts)
+        for verdict in verdicts:
+            by_key[verdict.sample_key][stage.name] = verdict
+            if not verdict.keep:
+                count.dropped[verdict.reason] += 1
+        kept = {v.sample_key for v in verdicts if v.keep}
+        group.survivors = [s for s in group.survivors if s.key in kept]
+        count.samples_out += len(group.survivors)
+        count.problems_out += bool(group.survivors)
+    return [_filtered_row(sample, group, by_key[sample.key]) for sample in group.survivors]
+
+
+def _plan_keys(run_dir: Path) -> tuple[dict[str, int], list[str]]:
+    """The run's current samples (key → plan position) and its problems in plan order."""
+    if not (run_dir / Store.FILENAME).exists():
+        raise DataError(f"{run_dir}: not a run directory (no {Store.FILENAME}); make one with `cotfactory generate`")
+    path = run_dir / SAMPLES_FILE
+    if not path.exists():
+        raise DataError(f"{path}: missing; run `cotfactory generate` on this run directory to finish it")
+    keys: dict[str, int] = {}
+    problem_order: dict[str, None] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                row = json.loads(line)
+                keys[row["key"]] = len(keys)
+                problem_order[row["problem_id"]] = None
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}:{number}: not a sample line ({exc})") from None
+    if not keys:
+        raise DataError(f"{path}: no samples to filter")
+    return keys, list(problem_order)
+
+
+def _answer_patterns(store: Store) -> dict[str, str | None]:
+    """Template name → its declared answer pattern, for the templates of this run that still load."""
+    config = store.get_meta("config") or {}
+    patterns: dict[str, str | None] = {}
+    for name in config.get("templates", []):
+        try:
+            template = load_template(name, [Path(d) for d in config.get("prompts_dir", [])])
+        except TemplateError:
+            continue
+        patterns[template.name] = template.spec.answer_pattern
+    return patterns
+
+
+def _groups(
+    store: Store, keys: dict[str, int], order: list[str], problems: dict[str, Problem], patterns: dict[str, str | None]
+) -> Iterator[tuple[Problem, list[Sample]]]:
+    """Each problem with its samples of the current plan, in plan order, answers re-extracted."""
+    for problem_id in order:
+        problem = problems.get(problem_id)
+        if problem is None:
+            raise DataError(f"store: problem '{problem_id}' of samples.jsonl is missing from the store")
+        samples = sorted((s for s in store.problem_samples(problem_id) if s.key in keys), key=lambda s: keys[s.key])
+        for sample in samples:
+            if not sample.failed:
+                sample.rationale, sample.answer = answers.extract(
+                    sample.text, problem, patterns.get(sample.request.template)
+                )
+        yield problem, samples
+
+
+def _score_missing(
+    store: Store,
+    scorer: Scorer | None,
+    groups: Iterator[tuple[Problem, list[Sample]]],
+    console: Console,
+    batch_size: int,
+) -> int:
+    """Score every sample the cache lacks, in batches; returns how many were scored now."""
+    if scorer is None:
+        return 0
+    cached = set(store.scores(scorer.identity))
+    batch: list[ScoreItem] = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        results = scorer.score(batch)
+        store.put_scores(
+            scorer.identity,
+            ((item.sample.key, score, details) for item, (score, details) in zip(batch, results, strict=True)),
+        )
+        done += len(batch)
+        batch.clear()
+
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task(f"score ({scorer.name})", total=None)
+        for problem, samples in groups:
+            for sample in samples:
+                if sample.key not in cached and not sample.failed:
+                    batch.append(ScoreItem(problem, sample))
+                    if len(batch) >= batch_size:
+                        flush()
+                        progress.update(task, completed=done)
+        if batch:
+            flush()
+        progress.update(task, completed=done, total=done)
+    return done
+
+
+def _filtered_row(sample: Sample, group: ProblemGroup, verdicts: dict[str, Verdict]) -> dict[str, Any]:
+    row = sample_row(sample, group.problem)
+    label = group.problem.gold if group.problem.gold is not None else group.label
+    row.update(
+        {
+            "label": label,
+            "pseudo_label": group.problem.gold is None and label is not None,
+            "reward": group.scores.get(sample.key),
+            "verdicts": {name: {"keep": v.keep, "reason": v.reason, "score": v.score} for name, v in verdicts.items()},
+        }
+    )
+    return row
+
+
+def print_funnel(result: FilterResult, console: Console) -> None:
+    table = Table(title=f"filter: {result.run_dir}")
+    for column in ("stage", "in", "out", "problems", "dropped"):
+        table.add_column(column)
+    for count in result.funnel:
+        dropped = ", ".join(f"{reason} {n}" for reason, n in count.dropped.most_common())
+        table.add_row(count.stage, str(count.samples_in), str(count.samples_out), str(count.problems_out), dropped)
+    console.print(table)
+    if result.scored_now:
+        console.print(f"scored {result.scored_now} samples (cached for the next run)")
+    console.print(f"kept: {result.run_dir / FILTERED_FILE}", soft_wrap=True)
+
+
+def check_run_dir(run_dir: str) -> None:
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"{run_dir}: run directory not found")

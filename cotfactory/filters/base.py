@@ -1,0 +1,47 @@
+"""The filter interface: one problem's samples in, one verdict per surviving sample out.
+
+Filters run problem by problem (memory is bounded by one problem's samples), in a fixed order:
+well-formed → correct → consistency → reward → dedup. Each sees the samples that survived the
+filters before it; votes (consistency) are taken over all of the problem's well-formed samples.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from cotfactory.records import Problem, Sample, Verdict
+
+
+@dataclass
+class ProblemGroup:
+    """What a filter sees of one problem."""
+
+    problem: Problem
+    samples: list[Sample]  # every sample of the problem in the run, in plan order
+    survivors: list[Sample]  # those still kept when this filter runs
+    scores: dict[str, float | None] = field(default_factory=dict)  # reward score by sample key, if scored
+    label: str | None = None  # the answer samples are checked against: gold, or a pseudo-label
+    pseudo_label: bool = False
+
+
+class Filter(ABC):
+    """Subclasses set ``name`` and decide; they never call a teacher."""
+
+    name: str = ""
+
+    @abstractmethod
+    def apply(self, group: ProblemGroup) -> list[Verdict]:
+        """One verdict for each sample in ``group.survivors``."""
+
+    def verdict(
+        self, sample: Sample, keep: bool, reason: str, score: float | None = None, **details: object
+    ) -> Verdict:
+        return Verdict(
+            sample_key=sample.key,
+            filter=self.name,
+            keep=keep,
+            reason="kept" if keep else reason,
+            score=score,
+            details=dict(details),
+        )
