@@ -90,7 +90,7 @@ def filter_peak(run_dir: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of `cotfactory filter` in its own process."""
     code = (
         "import resource, sys, time; from cotfactory.cli import app; t = time.perf_counter();\n"
-        "try:\n    app([sys.argv[1], '--consistency', '0.5', '--dedup', '0.9'], standalone_mode=False)\n"
+        "try:\n    app(sys.argv[1:] + ['--consistency', '0.5', '--dedup', '0.9'], standalone_mode=False)\n"
         "finally:\n    print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
     out = subprocess.run(

@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from cotfactory.errors import ConfigError
-from cotfactory.records import Problem
+from cotfactory.records import Problem, Sample
 
 __all__ = ["answers_match", "extract", "normalize_number", "normalize_text", "safe_eval"]
 
@@ -110,6 +110,21 @@ class _Statement(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------ public API
+def fill_answer(sample: Sample, problem: Problem, pattern: str | None = None) -> None:
+    """Set ``sample.rationale`` and ``sample.answer`` from its text.
+
+    A contrastive or counterfactual rationale follows its answer ("The answer is X. Because …"), so
+    its answer is the one it was written for, not something to extract.
+    """
+    if sample.failed:
+        return
+    target = sample.request.target_answer
+    if target is not None:
+        sample.rationale, sample.answer = sample.text.strip(), target
+        return
+    sample.rationale, sample.answer = extract(sample.text, problem, pattern)
+
+
 def extract(text: str, problem: Problem, pattern: str | None = None) -> tuple[str, str | None]:
     """(rationale, answer): the text before the final-answer statement and the normalized answer.
 

@@ -101,6 +101,15 @@ def generate(
     device: Annotated[str | None, typer.Option(help=_desc("device"))] = None,
     dtype: Annotated[str | None, typer.Option(help=_desc("dtype"))] = None,
     replay: Annotated[str | None, typer.Option(help=_desc("replay"))] = None,
+    contrastive: Annotated[
+        bool | None, typer.Option("--contrastive/--no-contrastive", help=_desc("contrastive"))
+    ] = None,
+    contrast_weight: Annotated[float | None, typer.Option(help=_desc("contrast_weight"))] = None,
+    plausibility: Annotated[float | None, typer.Option(help=_desc("plausibility"))] = None,
+    perturb: Annotated[str | None, typer.Option(help=_desc("perturb"))] = None,
+    counterfactual: Annotated[
+        bool | None, typer.Option("--counterfactual/--no-counterfactual", help=_desc("counterfactual"))
+    ] = None,
     out: Annotated[str | None, typer.Option(help=_desc("out"))] = None,
     max_total_tokens: Annotated[int | None, typer.Option(help=_desc("max_total_tokens"))] = None,
     price_table: Annotated[str | None, typer.Option(help=_desc("price_table"))] = None,
@@ -146,6 +155,11 @@ def generate(
         device=device,
         dtype=dtype,
         replay=replay,
+        contrastive=contrastive,
+        contrast_weight=contrast_weight,
+        plausibility=plausibility,
+        perturb=perturb,
+        counterfactual=counterfactual,
         out=out,
         max_total_tokens=max_total_tokens,
         price_table=price_table,

@@ -68,6 +68,16 @@ class GenerateConfig(BaseModel):
         "auto", description="hf weights dtype (auto: bfloat16 on GPUs that support it, else float32)."
     )
     replay: str | None = Field(None, description="replay: recorded completions (DSS PaLM files or Batch API JSONL).")
+    # SCOTT contrastive decoding (hf teacher)
+    contrastive: bool = Field(False, description="SCOTT contrastive decoding: rationales for the gold answer (hf).")
+    contrast_weight: float = Field(0.5, ge=0.0, description="lambda: weight of the perturbed-answer context.")
+    plausibility: float | None = Field(
+        None, gt=0.0, le=1.0, description="alpha: only tokens with p >= alpha * max p may be chosen (off if unset)."
+    )
+    perturb: Literal["auto", "choice", "flip", "number", "empty"] = Field(
+        "auto", description="Perturbed answer: another choice, yes/no flipped, a nearby number, or empty."
+    )
+    counterfactual: bool = Field(False, description="Also write counterfactual rationales (for the perturbed answer).")
     # run
     out: str = Field(description="Run directory.")
     max_total_tokens: int | None = Field(None, gt=0, description="Stop before the run's tokens would exceed this.")
@@ -106,6 +116,13 @@ class GenerateConfig(BaseModel):
             raise ValueError("teacher 'openai' needs 'model' (the served model's name)")
         if self.teacher == "replay" and not self.replay:
             raise ValueError("teacher 'replay' needs 'replay' (the recorded completions)")
+        if self.contrastive and self.teacher != "hf":
+            raise ValueError(
+                f"contrastive decoding needs the next-token logits of a local model (--teacher hf); "
+                f"teacher '{self.teacher}' cannot give them"
+            )
+        if self.counterfactual and not self.contrastive:
+            raise ValueError("counterfactual needs contrastive")
         return self
 
     @property

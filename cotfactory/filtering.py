@@ -194,10 +194,7 @@ def _groups(
             raise DataError(f"store: problem '{problem_id}' of samples.jsonl is missing from the store")
         samples = sorted((s for s in store.problem_samples(problem_id) if s.key in keys), key=lambda s: keys[s.key])
         for sample in samples:
-            if not sample.failed:
-                sample.rationale, sample.answer = answers.extract(
-                    sample.text, problem, patterns.get(sample.request.template)
-                )
+            answers.fill_answer(sample, problem, patterns.get(sample.request.template))
         yield problem, samples
 
 

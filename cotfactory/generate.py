@@ -8,6 +8,8 @@ send pending requests, committing each finished call → export from the store.
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ from cotfactory.config import GenerateConfig, read_config_file
 from cotfactory.errors import ConfigError
 from cotfactory.export import DATASET_DIR, SAMPLES_FILE, export_samples, write_json_atomic
 from cotfactory.hashing import stable_hash
-from cotfactory.plan import Plan, SamplingGrid
+from cotfactory.plan import Contrast, Plan, SamplingGrid
 from cotfactory.problems import load_problems
 from cotfactory.prompts import Template, load_template
 from cotfactory.records import Problem, Sample
@@ -83,17 +85,38 @@ def prepare(config: GenerateConfig) -> Prepared:
     names = [t.name for t in templates]
     if len(set(names)) != len(names):
         raise ConfigError(f"templates: the same template is listed twice ({', '.join(names)})")
-    for problem in problems:  # every prompt renders, before a teacher is even built
-        for template in templates:
-            template.render(problem)
+    _check_templates_fit(config, templates)
+    contrast = (
+        Contrast(config.contrast_weight, config.plausibility, config.perturb, config.counterfactual)
+        if config.contrastive
+        else None
+    )
+    grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
+    # every prompt renders (and every contrast answer exists) before a teacher is even built
+    collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
     teacher = make_teacher(config)
     teacher.attach_problems({p.id: p for p in problems})
-    for template in templates:
-        teacher.check_prompt(template.render(problems[0]))
-    grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
-    plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label)
+    plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
+    checked: set[str] = set()
+    for request in itertools.islice(plan.requests(), len(plan) // len(problems)):  # the first problem's requests
+        if request.template not in checked and request.prompt is not None:
+            teacher.check_prompt(request.prompt)
+            checked.add(request.template)
     prices = load_prices(config.price_table) if config.price_table else {}
     return Prepared(config, problems, templates, teacher, plan, prices)
+
+
+def _check_templates_fit(config: GenerateConfig, templates: list[Template]) -> None:
+    """Answer-first templates (using ``answer``) go with --contrastive, and only they do."""
+    for template in templates:
+        answer_first = "answer" in template.variables_used
+        if config.contrastive and not answer_first:
+            raise ConfigError(
+                f"template '{template.name}' does not state the answer first (no {{{{ answer }}}}); "
+                "--contrastive needs one such as scott-rationale"
+            )
+        if answer_first and not config.contrastive:
+            raise ConfigError(f"template '{template.name}' states the answer first; use it with --contrastive")
 
 
 def load_prices(path: str) -> dict[str, dict[str, float]]:
@@ -177,11 +200,8 @@ async def _send_pending(prepared: Prepared, store: Store, console: Console) -> G
 
 
 def _fill_answer(sample: Sample, problems: dict[str, Problem], templates: dict[str, Template]) -> None:
-    if sample.failed:
-        return
     template = templates.get(sample.request.template)
-    pattern = template.spec.answer_pattern if template else None
-    sample.rationale, sample.answer = answers.extract(sample.text, problems[sample.request.problem_id], pattern)
+    answers.fill_answer(sample, problems[sample.request.problem_id], template.spec.answer_pattern if template else None)
 
 
 def _progress(console: Console) -> Progress:

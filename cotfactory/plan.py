@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from cotfactory.perturb import Perturbation, display_answer, perturbed_answer
 from cotfactory.prompts import Template
 from cotfactory.records import Problem, Request
 
@@ -27,27 +28,38 @@ class SamplingGrid:
 
 
 @dataclass(frozen=True)
+class Contrast:
+    """SCOTT contrastive decoding settings (the hf teacher only)."""
+
+    weight: float = 0.5
+    plausibility: float | None = None
+    perturb: Perturbation = "auto"
+    counterfactual: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     problems: Sequence[Problem]
     templates: Sequence[Template]
     grid: SamplingGrid
     teacher: str
     model: str
-    mode: str = "sample"
+    contrast: Contrast | None = None
 
     def __len__(self) -> int:
-        return len(self.problems) * len(self.templates) * self.grid.per_problem_template
+        per_setting = 2 if self.contrast and self.contrast.counterfactual else 1
+        return len(self.problems) * len(self.templates) * self.grid.per_problem_template * per_setting
 
     def requests(self, with_prompts: bool = True) -> Iterator[Request]:
         grid = self.grid
         for problem in self.problems:
             problem_hash = problem.content_hash
             for template in self.templates:
-                prompt = template.render(problem) if with_prompts else None
+                prompt = template.render(problem) if with_prompts and not self.contrast else None
                 for temperature in grid.temperatures:
                     for seed in grid.seeds:
                         for index in range(grid.samples_per_setting):
-                            yield Request(
+                            request = Request(
                                 problem_id=problem.id,
                                 problem_hash=problem_hash,
                                 template=template.name,
@@ -59,9 +71,39 @@ class Plan:
                                 seed=seed,
                                 max_tokens=grid.max_tokens,
                                 sample_index=index,
-                                mode=self.mode,
                                 prompt=prompt,
                             )
+                            if self.contrast is None:
+                                yield request
+                            else:
+                                yield from self._contrastive(request, problem, template, with_prompts)
+
+    def _contrastive(
+        self, request: Request, problem: Problem, template: Template, with_prompts: bool
+    ) -> Iterator[Request]:
+        """The factual request (rationale for gold, contrasted against a perturbed answer) and, when
+        asked, its counterfactual (rationale for the perturbed answer, contrasted against gold)."""
+        contrast = self.contrast
+        assert contrast is not None and problem.gold is not None
+        wrong = perturbed_answer(problem, contrast.perturb, request.sample_seed)
+        pairs = [("contrastive", problem.gold, wrong)]
+        if contrast.counterfactual:
+            pairs.append(("counterfactual", wrong, problem.gold))
+        for mode, target, other in pairs:
+            decoding = {
+                "target_answer": target,
+                "contrast_answer": other,
+                "weight": contrast.weight,
+                "plausibility": contrast.plausibility,
+                "perturb": contrast.perturb,
+            }
+            prompts = {}
+            if with_prompts:
+                prompts = {
+                    "prompt": template.render(problem, extra={"answer": display_answer(problem, target)}),
+                    "contrast": template.render(problem, extra={"answer": display_answer(problem, other)}),
+                }
+            yield request.model_copy(update={"mode": mode, "decoding": decoding, **prompts})
 
     def request_keys(self) -> Iterator[str]:
         return (request.key for request in self.requests(with_prompts=False))

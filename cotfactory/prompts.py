@@ -37,6 +37,7 @@ VARIABLES = {
     "metadata": "the problem's metadata dict",
     "exemplars": "the few-shot exemplars loaded from the template's exemplars file",
     "ex": "the current exemplar inside a for_each block",
+    "answer": "the answer the rationale must support, e.g. '(c) wooded area' (answer-first, contrastive templates)",
     "candidate": "the sample text being judged (judge templates)",
     "candidate_answer": "the sample's extracted answer (judge templates)",
 }
@@ -111,12 +112,15 @@ class Template:
     def _compile(self) -> list[tuple[str, Any]]:
         """Parse every Jinja snippet once and check it only uses known variables."""
         compiled: list[tuple[str, Any]] = []
+        self.variables_used: set[str] = set()
         for snippet in self._snippets():
             try:
                 ast = _ENV.parse(snippet)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(f"{self.path}:{exc.lineno}: template syntax error: {exc.message}") from exc
-            unknown = jinja2.meta.find_undeclared_variables(ast) - VARIABLES.keys()
+            used = jinja2.meta.find_undeclared_variables(ast)
+            self.variables_used |= used
+            unknown = used - VARIABLES.keys()
             if unknown:
                 name = sorted(unknown)[0]
                 raise TemplateError(

@@ -83,12 +83,29 @@ class Request(BaseModel):
     seed: int
     max_tokens: int = Field(gt=0)
     sample_index: int = Field(0, ge=0)
-    mode: str = Field("sample", description="Decoding mode; later modes (contrastive) change the key.")
+    mode: Literal["sample", "contrastive", "counterfactual", "judge"] = Field(
+        "sample", description="sample: plain decoding; contrastive/counterfactual: SCOTT decoding; judge: scoring."
+    )
+    decoding: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Mode settings that change the result, e.g. target_answer, contrast_answer, weight.",
+    )
     prompt: RenderedPrompt | None = Field(None, exclude=True, repr=False)
+    contrast: RenderedPrompt | None = Field(
+        None, exclude=True, repr=False, description="Contrastive: the context contrasted against."
+    )
 
     @property
     def key(self) -> str:
-        return stable_hash(self.model_dump(exclude={"prompt"}), 24)
+        fields = self.model_dump(exclude={"prompt", "contrast"})
+        if not fields["decoding"]:
+            del fields["decoding"]  # keeps the keys of plain requests as they always were
+        return stable_hash(fields, 24)
+
+    @property
+    def target_answer(self) -> str | None:
+        """The answer a contrastive or counterfactual rationale was written for, given by construction."""
+        return self.decoding.get("target_answer")
 
     @property
     def sample_seed(self) -> int:

@@ -112,6 +112,20 @@ def test_consistency_pseudo_label_and_weighted_votes() -> None:
     assert verdicts[1].details["agreement"] == pytest.approx(0.8182, abs=1e-4)
 
 
+def test_counterfactuals_neither_vote_nor_get_judged_by_consistency() -> None:
+    samples = [_sample(0, "7"), _sample(1, "7")]
+    counter = _sample(2, "8")
+    counter = counter.model_copy(
+        update={
+            "request": counter.request.model_copy(update={"mode": "counterfactual", "decoding": {"target_answer": "8"}})
+        }
+    )
+    verdicts = Consistency(0.9).apply(_group(MATH, [*samples, counter]))
+    assert [(v.keep, v.reason) for v in verdicts] == [(True, "kept")] * 3
+    assert verdicts[0].details["voters"] == 2 and verdicts[2].details == {"exempt": "counterfactual"}
+    assert _decide(Correct(), _group(MATH, [counter])) == [(True, "kept")]
+
+
 def test_reward_threshold_top_k_and_unscored() -> None:
     samples = [_sample(i, "7") for i in range(4)]
     scores = {samples[0].key: 0.2, samples[1].key: 0.9, samples[2].key: None, samples[3].key: 0.5}

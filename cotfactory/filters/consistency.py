@@ -49,7 +49,8 @@ class Consistency(Filter):
         self.weighted = weighted
 
     def apply(self, group: ProblemGroup) -> list[Verdict]:
-        voters = [s for s in group.samples if malformation(s) is None]
+        # counterfactual rationales argue for a wrong answer on purpose: they neither vote nor are judged
+        voters = [s for s in group.samples if malformation(s) is None and s.request.mode != "counterfactual"]
         problem = group.problem
 
         def same(a: str, b: str) -> bool:
@@ -65,9 +66,13 @@ class Consistency(Filter):
             "tie": tie,
             "pseudo_label": problem.gold is None,
         }
-        if answer is None or agreement < self.threshold:
-            return [self.verdict(s, False, "low_agreement", agreement, **details) for s in group.survivors]
-        return [
-            self.verdict(s, s.answer is not None and same(s.answer, answer), "minority", agreement, **details)
-            for s in group.survivors
-        ]
+        verdicts = []
+        for sample in group.survivors:
+            if sample.request.mode == "counterfactual":
+                verdicts.append(self.verdict(sample, True, "", None, exempt="counterfactual"))
+            elif answer is None or agreement < self.threshold:
+                verdicts.append(self.verdict(sample, False, "low_agreement", agreement, **details))
+            else:
+                agrees = sample.answer is not None and same(sample.answer, answer)
+                verdicts.append(self.verdict(sample, agrees, "minority", agreement, **details))
+        return verdicts

@@ -1,10 +1,13 @@
-"""Keep samples whose answer equals the gold answer (or, without gold, the consistency pseudo-label)."""
+"""Keep samples whose answer equals the gold answer (or, without gold, the consistency pseudo-label).
+
+A counterfactual rationale (SCOTT) is correct when it reaches the perturbed answer it was written for.
+"""
 
 from __future__ import annotations
 
 from cotfactory.answers import answers_match
 from cotfactory.filters.base import Filter, ProblemGroup
-from cotfactory.records import Verdict
+from cotfactory.records import Sample, Verdict
 
 
 class Correct(Filter):
@@ -14,16 +17,12 @@ class Correct(Filter):
         self.tolerance = tolerance
 
     def apply(self, group: ProblemGroup) -> list[Verdict]:
-        label = group.problem.gold if group.problem.gold is not None else group.label
+        return [self._judge(sample, group) for sample in group.survivors]
+
+    def _judge(self, sample: Sample, group: ProblemGroup) -> Verdict:
+        gold = group.problem.gold
+        label = sample.request.target_answer or (gold if gold is not None else group.label)
         if label is None:
-            return [self.verdict(s, False, "no_gold") for s in group.survivors]
-        return [
-            self.verdict(
-                s,
-                answers_match(s.answer, label, group.problem, self.tolerance),
-                "wrong_answer",
-                label=label,
-                pseudo_label=group.problem.gold is None,
-            )
-            for s in group.survivors
-        ]
+            return self.verdict(sample, False, "no_gold")
+        keep = answers_match(sample.answer, label, group.problem, self.tolerance)
+        return self.verdict(sample, keep, "wrong_answer", label=label, pseudo_label=gold is None)

@@ -57,15 +57,21 @@ class HFTeacher(Teacher):
         requests = iter(requests)
         while chunk := list(itertools.islice(requests, window)):
             for batch in self._batches(chunk):
+                decode = self.generate_batch if batch[0][0].mode == "sample" else self.generate_contrastive_batch
                 # decoding is CPU/GPU bound: run it off the event loop so progress keeps ticking
-                yield await asyncio.to_thread(self.generate_batch, batch)
+                yield await asyncio.to_thread(decode, batch)
 
     def _batches(self, chunk: list[Request]) -> Iterator[list[tuple[Request, list[int]]]]:
-        """Group by (max_tokens, stop strings), sort by prompt length, cut into batches."""
+        """Group by (decoding kind, max_tokens, stop strings), sort by prompt length, cut into batches."""
+
+        def kind(item: tuple[Request, list[int]]) -> tuple:
+            request = item[0]
+            return (request.mode == "sample", request.max_tokens, tuple(request.prompt.stop))  # type: ignore[union-attr]
+
         encoded = [(r, self._encode(r.prompt)) for r in chunk]  # type: ignore[arg-type]
-        encoded.sort(key=lambda item: (item[0].max_tokens, tuple(item[0].prompt.stop), len(item[1])))  # type: ignore[union-attr]
+        encoded.sort(key=lambda item: (kind(item), len(item[1])))
         size = self.config.batch_size
-        for _, group in itertools.groupby(encoded, key=lambda item: (item[0].max_tokens, tuple(item[0].prompt.stop))):  # type: ignore[union-attr]
+        for _, group in itertools.groupby(encoded, key=kind):
             members = list(group)
             for start in range(0, len(members), size):
                 yield members[start : start + size]
@@ -108,6 +114,34 @@ class HFTeacher(Teacher):
         return [
             self._to_sample(request, len(ids), output[row, prompt_width:].tolist(), stop, latency)
             for row, (request, ids) in enumerate(batch)
+        ]
+
+    def generate_contrastive_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
+        """SCOTT contrastive decoding: each row follows its target context (prompt with the answer it
+        must support) and is contrasted against the same prompt with the other answer."""
+        from cotfactory.teachers.contrastive import ContrastiveRow, contrastive_generate
+
+        started = time.monotonic()
+        rows = [
+            ContrastiveRow(
+                target_ids=ids,
+                contrast_ids=self._encode(request.contrast),  # type: ignore[arg-type]
+                temperature=request.temperature,
+                top_p=request.top_p,
+                seed=request.sample_seed,
+                max_tokens=request.max_tokens,
+                weight=float(request.decoding["weight"]),
+                plausibility=request.decoding.get("plausibility"),
+            )
+            for request, ids in batch
+        ]
+        stop = list(batch[0][0].prompt.stop) if batch[0][0].prompt else []
+        outputs = contrastive_generate(self.model, self.tokenizer, rows, self._eos_ids(), stop or None)
+        self.requests_sent += len(batch)
+        latency = time.monotonic() - started
+        return [
+            self._to_sample(request, len(ids), output.token_ids, stop, latency)
+            for (request, ids), output in zip(batch, outputs, strict=True)
         ]
 
     def _eos_ids(self) -> list[int]:
