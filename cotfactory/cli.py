@@ -29,6 +29,7 @@ app.add_typer(templates_app, name="templates")
 
 err = Console(stderr=True)
 out = Console()
+out_console = out
 
 
 def user_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -242,6 +243,108 @@ def filter_command(
     resolved = build_config(FilterConfig, file_values, flags, source=str(config) if config else "flags")
     result = run_filter(resolved, err)
     print_funnel(result, err)
+
+
+def _tdesc(name: str) -> str:
+    from cotfactory.students.config import TrainConfig
+
+    return TrainConfig.model_fields[name].description or ""
+
+
+@app.command("train-student")
+@user_errors
+def train_student(
+    input: Annotated[str, typer.Argument(help=_tdesc("input"))],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML/JSON file with the same keys.")] = None,
+    method: Annotated[str | None, typer.Option(help=_tdesc("method"))] = None,
+    student: Annotated[str | None, typer.Option(help=_tdesc("student"))] = None,
+    out: Annotated[str | None, typer.Option(help=_tdesc("out"))] = None,
+    format: Annotated[str | None, typer.Option(help=_tdesc("format"))] = None,
+    lora_r: Annotated[int | None, typer.Option(help=_tdesc("lora_r"))] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help=_tdesc("lora_alpha"))] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help=_tdesc("lora_dropout"))] = None,
+    lora_target: Annotated[list[str] | None, typer.Option(help=_tdesc("lora_target"))] = None,
+    alpha: Annotated[float | None, typer.Option(help=_tdesc("alpha"))] = None,
+    epochs: Annotated[float | None, typer.Option(help=_tdesc("epochs"))] = None,
+    max_steps: Annotated[int | None, typer.Option(help=_tdesc("max_steps"))] = None,
+    lr: Annotated[float | None, typer.Option(help=_tdesc("lr"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=_tdesc("batch_size"))] = None,
+    grad_accum: Annotated[int | None, typer.Option(help=_tdesc("grad_accum"))] = None,
+    max_source_length: Annotated[int | None, typer.Option(help=_tdesc("max_source_length"))] = None,
+    max_target_length: Annotated[int | None, typer.Option(help=_tdesc("max_target_length"))] = None,
+    group_by_length: Annotated[
+        bool | None, typer.Option("--group-by-length/--no-group-by-length", help=_tdesc("group_by_length"))
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=_tdesc("seed"))] = None,
+    save_steps: Annotated[int | None, typer.Option(help=_tdesc("save_steps"))] = None,
+    logging_steps: Annotated[int | None, typer.Option(help=_tdesc("logging_steps"))] = None,
+    resume: Annotated[bool | None, typer.Option("--resume/--no-resume", help=_tdesc("resume"))] = None,
+    limit: Annotated[int | None, typer.Option(help=_tdesc("limit"))] = None,
+) -> None:
+    """Train a student (T5 or LLaMA-family, LoRA or full) with a distillation method."""
+    from cotfactory.students.config import TrainConfig
+    from cotfactory.students.train import run_train
+
+    flags = dict(
+        input=input,
+        method=method,
+        student=student,
+        out=out,
+        format=format,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_target=_split(lora_target),
+        alpha=alpha,
+        epochs=epochs,
+        max_steps=max_steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_source_length=max_source_length,
+        max_target_length=max_target_length,
+        group_by_length=group_by_length,
+        seed=seed,
+        save_steps=save_steps,
+        logging_steps=logging_steps,
+        resume=resume,
+        limit=limit,
+    )
+    file_values = read_config_file(config) if config else {}
+    resolved = build_config(TrainConfig, file_values, flags, source=str(config) if config else "flags")
+    result = run_train(resolved, err)
+    tasks = ", ".join(f"{name} {count}" for name, count in result.tasks.items())
+    err.print(
+        f"trained {resolved.method} on {result.examples} examples ({tasks}) for {result.steps} steps; "
+        f"final loss {result.final_loss:.4f}",
+        soft_wrap=True,
+    )
+    err.print(f"student: {result.out}", soft_wrap=True)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    folder: Annotated[str, typer.Argument(help="A folder made by `cotfactory train-student`.")],
+    input: Annotated[str, typer.Option(help="Held-out problems.")],
+    format: Annotated[str, typer.Option(help="Loader of the problems.")] = "jsonl",
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N problems.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens a student may write.")] = 256,
+    answer_type: Annotated[str | None, typer.Option(help="Generic jsonl/csv: answer type.")] = None,
+    out: Annotated[str | None, typer.Option(help="predictions.jsonl path (default FOLDER/predictions.jsonl).")] = None,
+) -> None:
+    """Evaluate a student: accuracy, predictions.jsonl, and rationale/answer agreement."""
+    from cotfactory.students.evaluate import run_eval
+
+    result = run_eval(folder, format, input, limit, batch_size, max_new_tokens, out, answer_type)
+    agreement = (
+        ""
+        if result.rationale_agreement is None
+        else (f"; rationale reaches its answer {result.rationale_agreement:.1%}")
+    )
+    out_console.print(f"{result.method}: accuracy {result.correct}/{result.total} = {result.accuracy:.3f}{agreement}")
+    err.print(f"predictions: {result.predictions_path}", soft_wrap=True)
 
 
 @templates_app.callback()

@@ -1,0 +1,247 @@
+"""A scripted arithmetic teacher: an OpenAI-compatible HTTP server that solves chained sums step by step.
+
+Run it as its own process::
+
+    python bench/arith_teacher.py --port 0 [--seed 0]
+
+It prints exactly one line ``PORT <port>`` to stdout once it listens and serves until SIGTERM/SIGINT.
+Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``GET /stats``.
+
+The user message holds a question "What is 37 + 48 - 25?" (inside any template, e.g. zero-shot-cot's
+"Q: ..."); the reply is the step-by-step rationale "37 + 48 = 85. 85 - 25 = 60. The answer is 60.".
+With probability ``p(T) = min(0.1 + 0.5 T, 0.9)`` (T = the request's temperature) one step is computed
+wrongly and the error propagates to the final answer. The reply is deterministic in (expression,
+request seed, temperature, ``--seed``); ``n`` is ignored (one choice, as llama.cpp does).
+
+:class:`ArithTeacher` starts it as a subprocess for the duration of a ``with`` block::
+
+    with ArithTeacher() as teacher:
+        ...  # teacher.base_url
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+MODEL_ID = "arith-teacher"
+EXPRESSION = re.compile(r"What is (\d+(?:\s*[-+]\s*\d+)+)\s*\?")
+TOKEN = re.compile(r"\d+|[-+]")
+ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
+
+
+def error_probability(temperature: float) -> float:
+    """p(T) = 0.1 + 0.5 T, capped at 0.9."""
+    return min(0.1 + 0.5 * temperature, 0.9)
+
+
+def parse_expression(text: str) -> tuple[int, list[tuple[str, int]]] | None:
+    """'What is 37 + 48 - 25?' → (37, [('+', 48), ('-', 25)]); the last question in the text wins."""
+    matches = EXPRESSION.findall(text)
+    if not matches:
+        return None
+    tokens = TOKEN.findall(matches[-1])
+    first = int(tokens[0])
+    return first, [(tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens) - 1, 2)]
+
+
+def apply(left: int, op: str, right: int) -> int:
+    return left + right if op == "+" else left - right
+
+
+def solve(first: int, steps: list[tuple[str, int]], wrong_step: int | None, offset: int) -> tuple[str, int]:
+    """The rationale and its final answer; ``wrong_step`` (if any) is off by ``offset`` and the error carries on."""
+    sentences = []
+    value = first
+    for index, (op, operand) in enumerate(steps):
+        result = apply(value, op, operand)
+        if index == wrong_step:
+            result += offset
+        sentences.append(f"{value} {op} {operand} = {result}.")
+        value = result
+    return " ".join(sentences), value
+
+
+def reply_text(prompt: str, seed: Any, temperature: Any, server_seed: int) -> str:
+    parsed = parse_expression(prompt)
+    if parsed is None:
+        return "I cannot find an arithmetic question. The answer is 0."
+    first, steps = parsed
+    temp = float(temperature) if isinstance(temperature, (int, float)) else 1.0
+    key = json.dumps([first, steps, seed, temp, server_seed])
+    rng = random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+    wrong = rng.randrange(len(steps)) if rng.random() < error_probability(temp) else None
+    rationale, answer = solve(first, steps, wrong, rng.choice(ERROR_OFFSETS))
+    return f"{rationale} The answer is {answer}."
+
+
+def user_text(body: dict[str, Any]) -> str:
+    parts = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    wrong_replies: int = 0
+
+
+def completion_body(body: dict[str, Any], server_seed: int) -> dict[str, Any]:
+    prompt = user_text(body)
+    text = reply_text(prompt, body.get("seed"), body.get("temperature"), server_seed)
+    words = text.split()
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    finish = "stop"
+    if isinstance(limit, int) and 0 < limit < len(words):
+        words, finish = words[:limit], "length"
+        text = " ".join(words)
+    prompt_tokens = len(prompt.split())
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", MODEL_ID),
+        "choices": [
+            {"index": 0, "finish_reason": finish, "logprobs": None, "message": {"role": "assistant", "content": text}}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words),
+            "total_tokens": prompt_tokens + len(words),
+        },
+    }
+
+
+def build_app(server_seed: int) -> Any:
+    from aiohttp import web
+
+    stats = Stats()
+
+    def json_response(payload: Any, status: int = 200) -> web.Response:
+        return web.Response(status=status, text=json.dumps(payload), content_type="application/json")
+
+    async def models(request: web.Request) -> web.Response:
+        return json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "bench"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        stats.requests += 1
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            error = {"message": "'messages' is a required property", "type": "invalid_request_error"}
+            return json_response({"error": error}, 400)
+        return json_response(completion_body(body, server_seed))
+
+    async def get_stats(request: web.Request) -> web.Response:
+        return json_response({"requests": stats.requests})
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/stats", get_stats)
+    return app
+
+
+async def serve(port: int, server_seed: int) -> None:
+    from aiohttp import web
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(build_app(server_seed), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=2048)
+    await site.start()
+    sys.stdout.write(f"PORT {runner.addresses[0][1]}\n")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--seed", type=int, default=0, help="server seed mixed into every reply's draw")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.port, args.seed))
+
+
+class ArithTeacher:
+    """Start the arithmetic teacher as a subprocess for the duration of a ``with`` block."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.base_url = ""
+
+    def __enter__(self) -> ArithTeacher:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--port", "0", *self.args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        line: list[str] = []
+        stdout = self.proc.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        if not line or not line[0].startswith("PORT "):
+            self._stop()
+            raise RuntimeError(f"arith teacher did not start: {cmd!r} printed {line!r}")
+        self.port = int(line[0].split()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as resp:
+            result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+    def _stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self.proc = None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop()
+
+
+if __name__ == "__main__":
+    main()

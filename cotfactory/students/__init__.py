@@ -1,0 +1,6 @@
+"""Students: training examples per distillation method, the LoRA trainer, and evaluation.
+
+The data's path: teaching records (question, rationale, answer) → training examples (one builder per
+method, ``examples.py``) → tokenized features with loss masks (``features.py``) → the multitask
+``Trainer`` (``trainer.py``) → a saved adapter that ``evaluate.py`` runs.
+"""

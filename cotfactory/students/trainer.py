@@ -1,0 +1,81 @@
+"""The multitask trainer: transformers' ``Trainer`` with one small change — the loss.
+
+Each example belongs to a task (label, rationale, factual, counterfactual, …) with a weight; the
+loss of a batch is Σ_task weight_task · mean(loss of that task's examples), each example's loss the
+mean over its target tokens. Everything else — length-grouped batches, gradient accumulation,
+checkpoints, resume, bf16, multi-GPU under ``accelerate launch`` — is the stock Trainer's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+from cotfactory.students.features import IGNORE
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Mean cross-entropy over each example's labelled tokens: shape (batch,)."""
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    mask = (labels != IGNORE).float()
+    return (token * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def multitask_loss(
+    per_example: torch.Tensor, task_ids: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, dict[int, float]]:
+    """Σ over the tasks in the batch of weight · mean example loss; also each task's mean loss."""
+    total = per_example.new_zeros(())
+    by_task = {}
+    for task in task_ids.unique().tolist():
+        chosen = task_ids == task
+        mean = per_example[chosen].mean()
+        total = total + weights[chosen][0] * mean
+        by_task[task] = float(mean.detach())
+    return total, by_task
+
+
+class MultitaskTrainer(Trainer):
+    def __init__(self, *args: Any, causal: bool, task_names: list[str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.causal = causal
+        self.task_names = task_names
+        self._task_sums: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        task_ids, weights, labels = inputs.pop("task_ids"), inputs.pop("weights"), inputs.pop("labels")
+        outputs = model(**inputs)
+        loss, by_task = multitask_loss(example_losses(outputs.logits, labels, self.causal), task_ids, weights)
+        if model.training:
+            for task, value in by_task.items():
+                self._task_sums[self.task_names[task]].append(value)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs:
+            for task, values in self._task_sums.items():
+                logs[f"loss_{task}"] = round(sum(values) / len(values), 6)
+            self._task_sums.clear()
+        super().log(logs, *args, **kwargs)
+
+
+class MetricsFile(TrainerCallback):
+    """Appends every log (loss, per-task losses, learning rate) to metrics.jsonl with its step."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
