@@ -347,6 +347,17 @@ def eval_command(
     err.print(f"predictions: {result.predictions_path}", soft_wrap=True)
 
 
+@app.command()
+@user_errors
+def report(run_dir: Annotated[str, typer.Argument(help="Run directory.")]) -> None:
+    """Write RUN_DIR/report/report.html with plots: funnel, agreement, rewards, yield, losses, accuracy."""
+    from cotfactory.report import write_report
+
+    if not (Path(run_dir) / "samples.jsonl").exists():
+        raise ConfigError(f"{run_dir}: no samples.jsonl; not a finished run directory")
+    err.print(f"report: {write_report(Path(run_dir))}", soft_wrap=True)
+
+
 @templates_app.callback()
 @user_errors
 def templates_list(
