@@ -38,7 +38,7 @@ test-reliability: setup
 	$(PY) -m pytest -q -m reliability --run-reliability
 
 demo: setup
-	$(VENV)/bin/cotfactory generate --config pipelines/demo-generate.yaml
+	$(VENV)/bin/cotfactory run pipelines/quickstart.yaml
 
 bench: setup
 	$(PY) bench/generate_api.py

@@ -175,7 +175,8 @@ def build_config(
 
 def describe_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     """The first error as one line: where, which field, what is wrong, and a suggestion."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a typo explains the rest
     field = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1)

@@ -110,7 +110,7 @@ def _convert_gguf(path: Path) -> Path:
 
 def resolve_model_path(spec: str | None) -> str:
     """A directory or hub id usable by ``from_pretrained``; GGUF files are converted first."""
-    if spec is None:
+    if spec is None or spec == "embedded":
         return str(_convert_gguf(embedded_gguf()))
     path = Path(spec)
     if path.suffix == ".gguf":
