@@ -104,7 +104,6 @@ def user_text(body: dict[str, Any]) -> str:
 @dataclass
 class Stats:
     requests: int = 0
-    wrong_replies: int = 0
 
 
 def completion_body(body: dict[str, Any], server_seed: int) -> dict[str, Any]:

@@ -351,7 +351,9 @@ def eval_command(
 @user_errors
 def run_command(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see pipelines/).")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: generate.limit=4 (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: generate.limit=4 (repeatable).")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Run directory (overrides the file's out).")] = None,
 ) -> None:
     """Run an experiment: generate → filter → train students → eval → report, skipping unchanged stages."""
@@ -360,8 +362,10 @@ def run_command(
     config = load_pipeline(pipeline, set_ or [], out)
     outcome = run_pipeline(config, err)
     ran = [name for name, what in outcome if what == "ran"]
-    err.print(f"{config.name}: {len(ran)} stage(s) ran, {len(outcome) - len(ran)} unchanged; run directory {config.out}",
-              soft_wrap=True)
+    err.print(
+        f"{config.name}: {len(ran)} stage(s) ran, {len(outcome) - len(ran)} unchanged; run directory {config.out}",
+        soft_wrap=True,
+    )
     if config.report:
         err.print(f"report: {Path(config.out) / 'report' / 'report.html'}", soft_wrap=True)
 
