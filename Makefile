@@ -41,8 +41,7 @@ demo: setup
 	$(VENV)/bin/cotfactory run pipelines/quickstart.yaml
 
 bench: setup
-	$(PY) bench/generate_api.py
-	$(PY) bench/generate_local.py
+	$(PY) bench/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check cotfactory tests bench
