@@ -57,7 +57,7 @@ class HFTeacher(Teacher):
         requests = iter(requests)
         while chunk := list(itertools.islice(requests, window)):
             for batch in self._batches(chunk):
-                decode = self.generate_batch if batch[0][0].mode == "sample" else self.generate_contrastive_batch
+                decode = self.generate_contrastive_batch if _contrastive(batch[0][0]) else self.generate_batch
                 # decoding is CPU/GPU bound: run it off the event loop so progress keeps ticking
                 yield await asyncio.to_thread(decode, batch)
 
@@ -66,7 +66,7 @@ class HFTeacher(Teacher):
 
         def kind(item: tuple[Request, list[int]]) -> tuple:
             request = item[0]
-            return (request.mode == "sample", request.max_tokens, tuple(request.prompt.stop))  # type: ignore[union-attr]
+            return (_contrastive(request), request.max_tokens, tuple(request.prompt.stop))  # type: ignore[union-attr]
 
         encoded = [(r, self._encode(r.prompt)) for r in chunk]  # type: ignore[arg-type]
         encoded.sort(key=lambda item: (kind(item), len(item[1])))
@@ -181,6 +181,10 @@ class HFTeacher(Teacher):
             sent_seed=request.sample_seed,
             sent_max_tokens=request.max_tokens,
         )
+
+
+def _contrastive(request: Request) -> bool:
+    return request.mode in ("contrastive", "counterfactual")
 
 
 TEACHER = HFTeacher
