@@ -397,3 +397,79 @@ def test_smollm2_lora_student_trains_and_evaluates(smollm2: str, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     assert len(_rows(out / "predictions.jsonl")) == 2
+
+
+@pytest.fixture(scope="module")
+def rich_teaching_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Rows that feed every method: rationales, Socratic sub-question lines, and counterfactuals."""
+    path = tmp_path_factory.mktemp("rich") / "rows.jsonl"
+    rows = []
+    for i in range(1, 7):
+        text = f"What is {i} plus {i}? ** {i} + {i} = {2 * i}.\nThe answer is {2 * i}."
+        rows.append(
+            {
+                "problem_id": f"p{i}",
+                "question": f"What is {i} + {i}?",
+                "rationale": f"{i} + {i} = {2 * i}.",
+                "answer": str(2 * i),
+                "answer_type": "number",
+                "text": text,
+                "mode": "contrastive",
+            }
+        )
+        rows.append(
+            {
+                "problem_id": f"p{i}",
+                "question": f"What is {i} + {i}?",
+                "rationale": f"{i} + {i} = {2 * i + 1}.",
+                "answer": str(2 * i + 1),
+                "answer_type": "number",
+                "text": "",
+                "mode": "counterfactual",
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("student", ["scratch:t5-tiny", "scratch:llama-tiny"])
+@pytest.mark.parametrize(
+    "method", ["label-only", "step-by-step", "finetune-cot", "socratic", "socratic-unified", "scott"]
+)
+def test_every_method_trains_and_evaluates_on_both_architectures(
+    rich_teaching_file: Path, tmp_path: Path, method: str, student: str
+) -> None:
+    out = tmp_path / "s"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "train-student",
+            str(rich_teaching_file),
+            "--method",
+            method,
+            "--student",
+            student,
+            "--out",
+            str(out),
+            "--lora-r",
+            "0",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    problems = tmp_path / "test.jsonl"
+    problems.write_text(
+        "".join(
+            json.dumps({"id": f"t{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+            for i in range(2)
+        )
+    )
+    result = runner.invoke(
+        app, ["eval", str(out), "--input", str(problems), "--answer-type", "number", "--max-new-tokens", "6"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{method}: accuracy" in result.output and len(_rows(out / "predictions.jsonl")) == 2
