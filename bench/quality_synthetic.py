@@ -1,15 +1,21 @@
 """Do rationales help? The whole pipeline on chained arithmetic, where every answer is known.
 
-A scripted teacher (bench/arith_teacher.py) solves "What is 37 + 48 - 25?" step by step and gets one
+A scripted teacher (bench/arith_teacher.py) solves "What is 35 + 40 - 25?" step by step and gets one
 step wrong with probability 0.1 + 0.5 T. The real CLI then runs: `generate` (zero-shot-cot, two
 temperatures x two seeds) -> `filter` twice (no filter at all: "unfiltered"; `--correct`: "filtered")
 -> `train-student` per student x method x variant (students built from scratch, full fine-tuning)
 -> `eval` on held-out problems.
 
+Operands are 2-digit multiples of 5 and partial results stay in [0, 99] (--multiple 1 --max-value 999
+gives the full task): a student built from scratch cannot learn general 2-3 digit addition on 2 CPU
+cores in minutes (llama-small on the full task, 600 problems: 1% held-out accuracy and 4% of its steps
+right after 3000 steps, by then memorising), but it can learn the few hundred single-step facts and
+compose them, which is what rationales buy: label-only has to do the whole chain in one go.
+
 Prints, measured in this one run: the teacher's accuracy per temperature, the filter funnel, and the
 held-out accuracy of every student x method x variant, with its training and evaluation time.
 
-    python bench/quality_synthetic.py [--train 2000] [--test 100] [--plan default] [--keep DIR]
+    python bench/quality_synthetic.py [--train 2000] [--test 100] [--plan default|llama|smoke] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ class Recipe:
 
 EVERY_RUN = tuple((m, v) for m in METHODS for v in VARIANTS)
 PLANS = {
-    # ~13 min on 2 idle cores. t5-small from scratch learns ~3x slower per second than llama-small (it still
+    # ~15 min on 2 cores. t5-small from scratch learns ~3x slower per second than llama-small (it still
     # ignores its encoder after 400 steps), so it gets two runs only, on the filtered data.
     "default": (
         Recipe("scratch:llama-small", EVERY_RUN, 800),
