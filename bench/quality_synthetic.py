@@ -135,8 +135,8 @@ def filter_variants(run: Path, folder: Path) -> dict[str, Path]:
     return runs
 
 
-def train_and_eval(run: Path, test: Path, recipe: Recipe, method: str, out: Path) -> tuple[float, float, float]:
-    """(held-out accuracy, training seconds, evaluation seconds)."""
+def train_and_eval(run: Path, test: Path, recipe: Recipe, method: str, out: Path) -> tuple[dict, float, float]:
+    """(eval.json: held-out accuracy, …; training seconds, evaluation seconds)."""
     started = time.perf_counter()
     cli(
         "train-student",
@@ -153,8 +153,7 @@ def train_and_eval(run: Path, test: Path, recipe: Recipe, method: str, out: Path
         *("--batch-size", "50", "--max-new-tokens", "80"),
     )
     evaluated = time.perf_counter()
-    accuracy = json.loads((out / "eval.json").read_text())["accuracy"]
-    return accuracy, trained - started, evaluated - trained
+    return json.loads((out / "eval.json").read_text()), trained - started, evaluated - trained
 
 
 # --------------------------------------------------------------------------------------------- reports
@@ -216,11 +215,13 @@ def main() -> None:
         for recipe in PLANS[args.plan]:
             for method, variant in recipe.runs:
                 name = f"{recipe.student.removeprefix('scratch:')}-{method}-{variant}"
-                accuracy, train_s, eval_s = train_and_eval(runs[variant], test, recipe, method, folder / name)
-                results[(recipe.student, method, variant)] = accuracy
+                summary, train_s, eval_s = train_and_eval(runs[variant], test, recipe, method, folder / name)
+                results[(recipe.student, method, variant)] = summary["accuracy"]
+                explained = summary.get("rationale_accuracy")
                 print(
-                    f"  {recipe.student:<20} {method:<13} {variant:<10} accuracy {accuracy:.2f}  "
-                    f"(train {train_s:.0f} s, eval {eval_s:.0f} s)",
+                    f"  {recipe.student:<20} {method:<13} {variant:<10} accuracy {summary['accuracy']:.2f}  "
+                    + (f"rationale's own answer {explained:.2f}  " if explained is not None else "")
+                    + f"(train {train_s:.0f} s, eval {eval_s:.0f} s)",
                     flush=True,
                 )
 

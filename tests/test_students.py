@@ -244,6 +244,7 @@ def test_eval_readers_and_accuracy_on_known_predictions() -> None:
     assert [p.answer for p in predictions] == ["2", "5", None]
     assert [p.correct for p in predictions] == [True, False, False]
     assert [p.rationale_agrees for p in predictions] == [True, False, None]
+    assert [p.rationale_correct for p in predictions] == [True, True, None]  # "2 + 2 = 4" is right; "--> 5" not
     assert cot.prompts[0] == "What is 1 + 1? ###"
     scott = FakeStudent(
         {

@@ -43,6 +43,18 @@ class Prediction:
         _, concluded = answers.extract(self.rationale, self.problem)
         return concluded is not None and answers.answers_match(concluded, self.answer, self.problem)
 
+    @property
+    def rationale_correct(self) -> bool | None:
+        """Does the rationale's own conclusion equal the gold answer? None without a rationale.
+
+        For step-by-step students this is the accuracy of answering through `explain:` (the rationale
+        on request), next to the `predict:` accuracy the method is scored by.
+        """
+        if not self.rationale.strip():
+            return None
+        _, concluded = answers.extract(self.rationale, self.problem)
+        return concluded is not None and answers.answers_match(concluded, self.problem.gold, self.problem)
+
 
 class Student:
     """A trained student ready to write: batched greedy generation, causal or seq2seq."""
@@ -196,6 +208,7 @@ class EvalResult:
     total: int
     correct: int
     rationale_agreement: float | None
+    rationale_accuracy: float | None
     predictions_path: Path
 
     @property
@@ -220,6 +233,7 @@ def run_eval(
         raise ConfigError(f"{folder}: no evaluator for method '{method}'")
     predictions = PREDICTORS[method](student, problems)
     agreements = [a for a in (p.rationale_agrees for p in predictions) if a is not None]
+    rationale_correct = [c for c in (p.rationale_correct for p in predictions) if c is not None]
     path = Path(out) if out else Path(folder) / "predictions.jsonl"
     write_jsonl_atomic(
         path,
@@ -233,6 +247,7 @@ def run_eval(
                 "text": p.text,
                 "correct": p.correct,
                 "rationale_agrees": p.rationale_agrees,
+                "rationale_correct": p.rationale_correct,
             }
             for p in predictions
         ),
@@ -242,6 +257,7 @@ def run_eval(
         len(predictions),
         sum(p.correct for p in predictions),
         sum(agreements) / len(agreements) if agreements else None,
+        sum(rationale_correct) / len(rationale_correct) if rationale_correct else None,
         path,
     )
     write_json_atomic(
@@ -253,6 +269,7 @@ def run_eval(
             "correct": result.correct,
             "accuracy": result.accuracy,
             "rationale_agreement": result.rationale_agreement,
+            "rationale_accuracy": result.rationale_accuracy,
         },
     )
     return result
