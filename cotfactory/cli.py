@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import functools
 import json
 import os
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cotfactory.config import GenerateConfig, build_config, read_config_file
-from cotfactory.errors import ConfigError, CotfactoryError
+from cotfactory.errors import ConfigError, CotfactoryError, DataError
 
 app = typer.Typer(
     name="cotfactory",
@@ -33,22 +36,72 @@ out_console = out
 
 
 def user_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """User errors become one line on stderr and exit 2 (a traceback with COTFACTORY_DEBUG=1)."""
+    """User errors become one line on stderr and exit 2 (a traceback with COTFACTORY_DEBUG=1).
+
+    So do file-system errors (a full disk, an output path under a file, no permission): they name
+    the file and are the user's to fix.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
-        except CotfactoryError as exc:
-            if os.environ.get("COTFACTORY_DEBUG"):
+        except (CotfactoryError, OSError) as exc:
+            if os.environ.get("COTFACTORY_DEBUG") or isinstance(exc, BrokenPipeError):
                 raise
-            err.print(Text.assemble(("error: ", "bold red"), str(exc).replace("\n", " ")), soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+                message = f"{exc.filename}: {exc.strerror}"
+            else:
+                message = str(exc)
+            err.print(Text.assemble(("error: ", "bold red"), message.replace("\n", " ")), soft_wrap=True)
+            raise typer.Exit(exc.exit_code if isinstance(exc, CotfactoryError) else 2) from None
         except KeyboardInterrupt:
             err.print("interrupted: finished samples are stored; run the same command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _store_errors(run_dir: str | Path) -> Iterator[None]:
+    """SQLite's errors name no file: a full disk, a locked or foreign store.sqlite becomes one line naming it."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DataError(f"{Path(run_dir) / 'store.sqlite'}: {exc}") from exc
+
+
+def _check_output_dir(path: str | Path) -> None:
+    """Fail before any work when ``path`` cannot become a folder: a file is in the way, or no permission."""
+    folder = Path(path)
+    for place in (folder, *folder.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise ConfigError(f"out {folder}: {place} is a file, not a folder")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise ConfigError(f"out {folder}: {place} is not writable")
+            return
+
+
+def _check_student(method: str, student: str, where: str) -> None:
+    """A mistyped method or a missing student model fails at once, before data is read or a model loaded."""
+    from cotfactory.models import check_model_spec
+    from cotfactory.students.examples import BUILDERS
+    from cotfactory.students.models import SCRATCH, is_scratch
+
+    if method not in BUILDERS:
+        close = difflib.get_close_matches(method, list(BUILDERS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{where}unknown method '{method}'{hint}; choose one of: {', '.join(BUILDERS)}")
+    if is_scratch(student):
+        if student.removeprefix("scratch:") not in SCRATCH:
+            choices = ", ".join("scratch:" + name for name in SCRATCH)
+            raise ConfigError(f"{where}student '{student}': unknown scratch model; choose one of: {choices}")
+        return
+    try:
+        check_model_spec(student)
+    except CotfactoryError as exc:
+        raise ConfigError(f"{where}student {exc}") from None
 
 
 def _split(values: list[str] | None, cast: Any = str, field: str = "") -> list[Any] | None:
@@ -168,7 +221,9 @@ def generate(
     )
     file_values = read_config_file(config) if config else {}
     resolved = build_config(GenerateConfig, file_values, flags, source=str(config) if config else "flags")
-    result = run_generate(resolved, err)
+    _check_output_dir(resolved.out)
+    with _store_errors(resolved.out):
+        result = run_generate(resolved, err)
     print_summary(result, err)
     raise typer.Exit(result.exit_code)
 
@@ -241,7 +296,8 @@ def filter_command(
     )
     file_values = read_config_file(config) if config else {}
     resolved = build_config(FilterConfig, file_values, flags, source=str(config) if config else "flags")
-    result = run_filter(resolved, err)
+    with _store_errors(resolved.run_dir):
+        result = run_filter(resolved, err)
     print_funnel(result, err)
 
 
@@ -283,7 +339,6 @@ def train_student(
 ) -> None:
     """Train a student (T5 or LLaMA-family, LoRA or full) with a distillation method."""
     from cotfactory.students.config import TrainConfig
-    from cotfactory.students.train import run_train
 
     flags = dict(
         input=input,
@@ -311,7 +366,12 @@ def train_student(
         limit=limit,
     )
     file_values = read_config_file(config) if config else {}
-    resolved = build_config(TrainConfig, file_values, flags, source=str(config) if config else "flags")
+    source = str(config) if config else "flags"
+    resolved = build_config(TrainConfig, file_values, flags, source=source)
+    _check_student(resolved.method, resolved.student, f"{source}: ")
+    _check_output_dir(resolved.out)
+    from cotfactory.students.train import run_train  # imports torch: after the quick checks
+
     result = run_train(resolved, err)
     tasks = ", ".join(f"{name} {count}" for name, count in result.tasks.items())
     err.print(
@@ -337,6 +397,9 @@ def eval_command(
     """Evaluate a student: accuracy, predictions.jsonl, and rationale/answer agreement."""
     from cotfactory.students.evaluate import run_eval
 
+    for flag, value in (("--limit", limit), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: must be at least 1")
     result = run_eval(folder, format, input, limit, batch_size, max_new_tokens, out, answer_type)
     agreement = (
         ""
@@ -360,7 +423,13 @@ def run_command(
     from cotfactory.pipeline import load_pipeline, run_pipeline
 
     config = load_pipeline(pipeline, set_ or [], out)
-    outcome = run_pipeline(config, err)
+    for index, student in enumerate(config.students):
+        _check_student(student.method, student.student, f"{pipeline}: students.{index}: ")
+    if config.eval is not None and not Path(config.eval.input).is_file():
+        raise ConfigError(f"{pipeline}: eval.input: {config.eval.input}: file not found")
+    _check_output_dir(config.out)
+    with _store_errors(config.out):
+        outcome = run_pipeline(config, err)
     ran = [name for name, what in outcome if what == "ran"]
     err.print(
         f"{config.name}: {len(ran)} stage(s) ran, {len(outcome) - len(ran)} unchanged; run directory {config.out}",
@@ -378,7 +447,9 @@ def report(run_dir: Annotated[str, typer.Argument(help="Run directory.")]) -> No
 
     if not (Path(run_dir) / "samples.jsonl").exists():
         raise ConfigError(f"{run_dir}: no samples.jsonl; not a finished run directory")
-    err.print(f"report: {write_report(Path(run_dir))}", soft_wrap=True)
+    with _store_errors(run_dir):
+        html = write_report(Path(run_dir))
+    err.print(f"report: {html}", soft_wrap=True)
 
 
 @templates_app.callback()
@@ -416,6 +487,8 @@ def templates_show(
     from cotfactory.records import Problem
 
     template = load_template(name, prompts_dir)
+    if index < 0:
+        raise ConfigError(f"--index {index}: must be 0 or more")
     if input is not None:
         problems = load_problems(format, input, limit=index + 1)
         if index >= len(problems):

@@ -6,14 +6,16 @@ half-written export; both can be rebuilt from the store at any time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from cotfactory.errors import DataError
 from cotfactory.records import Problem, Sample
 
 SAMPLES_FILE = "samples.jsonl"
@@ -54,34 +56,46 @@ def sample_row(sample: Sample, problem: Problem | None) -> dict[str, Any]:
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_writer(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with _atomic_writer(path) as handle:
         json.dump(value, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _atomic_writer(path: Path) -> Iterator[IO[str]]:
+    """A text handle on a temporary file renamed to ``path`` at the end; on any error the temporary
+    file goes and ``path`` is untouched. A failed write (a full disk) names ``path``: the OS does not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            yield json.loads(line)
+    """The rows of an export; a line that is not JSON (an edited or truncated file) is an error naming it."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                row = json.loads(line)
+            except ValueError as exc:  # not JSON, or not UTF-8
+                raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
+            yield row
 
 
 def write_dataset_atomic(jsonl: Path, folder: Path) -> None:

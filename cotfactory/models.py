@@ -108,18 +108,27 @@ def _convert_gguf(path: Path) -> Path:
     return target
 
 
-def resolve_model_path(spec: str | None) -> str:
-    """A directory or hub id usable by ``from_pretrained``; GGUF files are converted first."""
+def check_model_spec(spec: str | None) -> None:
+    """The checks of ``resolve_model_path`` that load nothing: a named GGUF file or model folder exists."""
     if spec is None or spec == "embedded":
-        return str(_convert_gguf(embedded_gguf()))
+        return
     path = Path(spec)
     if path.suffix == ".gguf":
         if not path.exists():
             raise TeacherError(f"{spec}: GGUF file not found")
+    elif (path.exists() or spec.startswith((".", "/"))) and not (path / "config.json").exists():
+        raise TeacherError(f"{spec}: not a model folder (no config.json)")
+
+
+def resolve_model_path(spec: str | None) -> str:
+    """A directory or hub id usable by ``from_pretrained``; GGUF files are converted first."""
+    check_model_spec(spec)
+    if spec is None or spec == "embedded":
+        return str(_convert_gguf(embedded_gguf()))
+    path = Path(spec)
+    if path.suffix == ".gguf":
         return str(_convert_gguf(path))
     if path.exists() or spec.startswith((".", "/")):
-        if not (path / "config.json").exists():
-            raise TeacherError(f"{spec}: not a model folder (no config.json)")
         return str(path)
     return spec  # a hub id; HF_HUB_OFFLINE decides whether it may be fetched
 

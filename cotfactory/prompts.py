@@ -150,6 +150,9 @@ class Template:
             raise TemplateError(f"{self.path}: problem '{problem_id}': {exc.message}") from exc
         except jinja2.exceptions.SecurityError as exc:
             raise TemplateError(f"{self.path}: refused by the sandbox: {exc}") from exc
+        except Exception as exc:  # the template is the user's code: 1/0, a too-big range(), str + int, ...
+            message = str(exc).replace("\n", " ")
+            raise TemplateError(f"{self.path}: problem '{problem_id}': {type(exc).__name__}: {message}") from exc
 
     def variables_for(self, problem: Problem) -> dict[str, Any]:
         if self.spec.requires_gold and problem.gold is None:

@@ -75,12 +75,12 @@ def _matplotlib_figure() -> type[Figure]:
 def collect(run_dir: Path) -> dict[str, Any]:
     """Every number the report shows, read from the run directory (the content of ``report.json``)."""
     rows = _read_samples(run_dir)
+    funnel = _read_funnel(run_dir)  # the files first: a bad one fails before the store is opened
+    filtered = _read_optional_jsonl(run_dir / FILTERED_FILE)
+    students = _read_students(run_dir)
     with Store.in_run(run_dir) as store:
         problems = store.problems()
         verdicts = store.verdicts()
-    funnel = _read_funnel(run_dir)
-    filtered = _read_optional_jsonl(run_dir / FILTERED_FILE)
-    students = _read_students(run_dir)
     return {
         "run": run_dir.resolve().name,
         "summary": _summary(rows, funnel, filtered, students),

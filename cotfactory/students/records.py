@@ -119,13 +119,18 @@ def load_records(path: str, format: str | None = None) -> list[TeachingRecord]:
     if not location.exists():
         raise DataError(f"{location}: not found")
     rows = []
-    with location.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
+    with location.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+                if line.strip():
                     rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{location}:{number}: not valid JSON ({exc.msg})") from None
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{location}:{number}: not UTF-8 (byte {raw[exc.start]:#x} at column {exc.start + 1})"
+                ) from None
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{location}:{number}: not valid JSON ({exc.msg})") from None
     if not rows:
         raise DataError(f"{location}: no teaching records")
     return records_from_rows(rows, str(location))

@@ -164,3 +164,5 @@ def read_student(folder: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; train a student with `cotfactory train-student` first") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
