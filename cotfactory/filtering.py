@@ -40,7 +40,7 @@ from cotfactory.prompts import TemplateError, load_template
 from cotfactory.records import Problem, Sample, Verdict
 from cotfactory.scorers import make_scorer
 from cotfactory.scorers.base import ScoreItem, Scorer
-from cotfactory.store import Store
+from cotfactory.store import Store, remove_stale_temporaries
 
 FILTERED_FILE = "filtered.jsonl"
 FILTERED_DIR = "filtered"
@@ -95,6 +95,7 @@ def run_filter(config: FilterConfig, console: Console | None = None) -> FilterRe
     keys, problem_order = _plan_keys(run_dir)
     stages = build_filters(config)
     scorer = make_scorer(config) if config.reward is not None else None  # fails here, before any write
+    remove_stale_temporaries(run_dir, [FILTERED_FILE, FILTERED_DIR, FUNNEL_FILE])  # left by a killed run
     with Store.in_run(run_dir) as store:
         problems = store.problems()
         patterns = _answer_patterns(store)

@@ -28,7 +28,7 @@ from cotfactory.plan import Contrast, Plan, SamplingGrid
 from cotfactory.problems import load_problems
 from cotfactory.prompts import Template, load_template
 from cotfactory.records import Problem, Sample
-from cotfactory.store import Store
+from cotfactory.store import Store, remove_stale_temporaries
 from cotfactory.teachers import make_teacher
 from cotfactory.teachers.base import Teacher
 
@@ -143,6 +143,7 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
         await teacher.preflight()
         run_dir = Path(config.out)
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir, [SAMPLES_FILE, DATASET_DIR, CONFIG_FILE])  # left by a killed run
         with Store.in_run(run_dir) as store:
             write_json_atomic(run_dir / CONFIG_FILE, config.model_dump())
             store.set_meta("config", config.model_dump())
@@ -152,7 +153,7 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             result = await _send_pending(prepared, store, console)
             plan_keys = list(prepared.plan.request_keys())
             stored = list(store.samples(plan_keys))
-            fingerprint = stable_hash([plan_keys, store.count()])
+            fingerprint = stable_hash([plan_keys, store.samples_version()])
             exported = (run_dir / SAMPLES_FILE).exists() and (run_dir / DATASET_DIR).exists()
             if not exported or store.get_meta("export_fingerprint") != fingerprint:
                 export_samples(run_dir, stored, {p.id: p for p in prepared.problems})

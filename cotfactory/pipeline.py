@@ -26,6 +26,7 @@ from cotfactory.errors import ConfigError
 from cotfactory.export import write_json_atomic
 from cotfactory.filter_config import FilterConfig
 from cotfactory.hashing import stable_hash
+from cotfactory.store import remove_stale_temporaries
 from cotfactory.students.config import TrainConfig
 
 STATE_FILE = "pipeline.json"
@@ -205,6 +206,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     stages = plan_stages(config, console)
     run_dir = Path(config.out)
     state_path = run_dir / STATE_FILE
+    if run_dir.is_dir():
+        remove_stale_temporaries(run_dir, [STATE_FILE])  # left by a run killed while noting a stage done
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     outcome = []
     for stage in stages:

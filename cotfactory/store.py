@@ -8,6 +8,8 @@ in a run directory (exports, summaries) is derived from this file and can be reb
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -132,6 +134,12 @@ class Store:
             if row is not None:
                 yield Sample.model_validate_json(row[0])
 
+    def samples_version(self) -> list[float]:
+        """Changes whenever a sample is added or deleted, even when the count stays the same (a failed
+        sample deleted by --retry-failed and sent again): [count, last rowid, sum of creation times]."""
+        row = self._db.execute("SELECT COUNT(*), COALESCE(MAX(rowid), 0), TOTAL(created) FROM samples").fetchone()
+        return [int(row[0]), int(row[1]), float(row[2])]
+
     def count(self, failed: bool | None = None) -> int:
         if failed is None:
             return self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
@@ -197,3 +205,24 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Delete what killed atomic writes of ``names`` left in ``folder``, and return it.
+
+    The exports are written under a temporary name (``tempfile``'s ``.NAME.XXXXXXXX``, a file or a
+    folder) and renamed into place; a process killed in between leaves that behind. One command owns
+    each export of a run directory, so at its start anything of that shape is a leftover.
+    """
+    removed = []
+    for name in names:
+        pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}")
+        for path in folder.glob(f".{name}.*"):
+            if not pattern.fullmatch(path.name):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -5,12 +5,20 @@ Run it as its own process::
     python tests/fake_openai_server.py --port 0 [--latency 0.2] [--fault-rate 0.2]
         [--faults 429,429-retry-after,500,502,503,timeout,drop,truncated,nonjson,wrong-choices]
         [--honour-n | --ignore-n] [--seed 0] [--timeout-sleep 30] [--tokens-per-reply 20]
-        [--length-limit-tokens N]
+        [--length-limit-tokens N] [--fail-marker TEXT]
 
 It prints exactly one line ``PORT <port>`` to stdout once it listens and serves until SIGTERM/SIGINT.
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
-``GET /stats`` (accounting) and ``POST /reset`` (zero the accounting).
+``GET /stats`` (accounting), ``GET /stats/detail`` (the same plus per-body detail) and ``POST /reset``
+(zero the accounting).
+
+Fault kinds: the default set :data:`FAULT_KINDS` (429 with and without Retry-After, 500/502/503, a
+``timeout`` that answers only after ``--timeout-sleep``, a dropped connection, a body cut in half, a
+non-JSON body, no choices) and, only when named in ``--faults``, :data:`EXTRA_FAULT_KINDS`:
+``extra-choices`` (one choice more than asked), ``error-200`` (status 200 with an error object as the
+body) and ``stall`` (headers and half the body, then silence for ``--timeout-sleep``, then the connection
+drops). ``--fail-marker TEXT`` makes every request whose prompt contains TEXT a permanent HTTP 400.
 
 Replies are deterministic in (prompt text, request ``seed``, ``temperature``, choice index), are
 ``--tokens-per-reply`` words long (``--length-limit-tokens`` wins when set; 0 keeps the natural 10-17 words)
@@ -31,6 +39,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import copy
 import hashlib
 import json
 import random
@@ -58,6 +68,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "nonjson",
     "wrong-choices",
 )
+#: Opt-in kinds (``--faults``), outside the default set so that its meaning stays fixed.
+EXTRA_FAULT_KINDS: tuple[str, ...] = ("extra-choices", "error-200", "stall")
+ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + EXTRA_FAULT_KINDS
 MODEL_ID = "fake-teacher"
 MAX_FAULTS_IN_A_ROW = 5
 BAD_KEY = "bad-key"
@@ -77,6 +90,7 @@ class Config:
     timeout_sleep: float = 30.0
     tokens_per_reply: int = 20
     length_limit_tokens: int = 0
+    fail_marker: str = ""
 
 
 @dataclass
@@ -84,6 +98,7 @@ class Stats:
     requests: int = 0
     ok: int = 0
     client_errors: int = 0
+    permanent: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     attempts_by_body: dict[str, int] = field(default_factory=dict)
     faults_in_a_row: dict[str, int] = field(default_factory=dict)
@@ -97,6 +112,16 @@ class Stats:
             "by_body": len(self.attempts_by_body),
             "ok_by_body_max": max(self.ok_by_body.values(), default=0),
             "client_errors": self.client_errors,
+        }
+
+    def detail_json(self) -> dict[str, Any]:
+        """:meth:`as_json` plus: bodies answered more than once, permanent failures, attempts per body."""
+        attempts = collections.Counter(self.attempts_by_body.values())
+        return {
+            **self.as_json(),
+            "ok_twice": sum(count > 1 for count in self.ok_by_body.values()),
+            "permanent": self.permanent,
+            "attempts_histogram": {str(k): attempts[k] for k in sorted(attempts)},
         }
 
 
@@ -261,11 +286,27 @@ def build_app(config: Config) -> Any:
             return False
         return True
 
+    async def stall(request: web.Request, data: bytes) -> None:
+        """Send the headers and half the body, go silent past the client's timeout, then drop the connection."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.content_length = len(data)
+        try:
+            await response.prepare(request)
+            await response.write(data[: len(data) // 2])
+            await asyncio.sleep(config.timeout_sleep)
+        except (ConnectionError, RuntimeError):
+            pass
+        if request.transport is not None:
+            request.transport.abort()
+
     async def models(request: web.Request) -> web.Response:
         return json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "test"}]})
 
     async def get_stats(request: web.Request) -> web.Response:
         return json_response(stats.as_json())
+
+    async def get_stats_detail(request: web.Request) -> web.Response:
+        return json_response(stats.detail_json())
 
     async def reset(request: web.Request) -> web.Response:
         nonlocal stats
@@ -284,6 +325,10 @@ def build_app(config: Config) -> Any:
         stats.attempts_by_body[key] = attempt + 1
 
         invalid = validate(body, chat, request.headers.get("Authorization", ""))
+        if invalid is None and config.fail_marker and config.fail_marker in prompt_text(body, chat):
+            stats.permanent += 1
+            msg = f"The prompt contains '{config.fail_marker}', which this server always refuses."
+            invalid = 400, error_body(msg, "invalid_request_error", "flagged_prompt")
         if invalid is not None:
             stats.client_errors += 1
             await asyncio.sleep(config.latency)
@@ -320,6 +365,16 @@ def build_app(config: Config) -> Any:
         if fault == "wrong-choices":
             payload["choices"] = []
             return json_response(payload)
+        if fault == "extra-choices":
+            extra = copy.deepcopy(payload["choices"][-1])
+            extra["index"] = len(payload["choices"])
+            payload["choices"].append(extra)
+            return json_response(payload)
+        if fault == "error-200":
+            return json_response(error_body("The engine is currently overloaded.", "server_error"))
+        if fault == "stall":
+            await stall(request, json.dumps(payload).encode())
+            return web.Response(status=200)  # the connection is gone: aiohttp drops it quietly
         if fault == "timeout":
             await asyncio.sleep(config.timeout_sleep)
 
@@ -340,6 +395,7 @@ def build_app(config: Config) -> Any:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", text_completions)
     app.router.add_get("/stats", get_stats)
+    app.router.add_get("/stats/detail", get_stats_detail)
     app.router.add_post("/reset", reset)
     return app
 
@@ -378,11 +434,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[int, Config]:
     parser.add_argument(
         "--length-limit-tokens", type=int, default=0, help="replies are N words; max_tokens < N gets 'length'"
     )
+    parser.add_argument("--fail-marker", default="", help="a prompt containing this text always gets HTTP 400")
     args = parser.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
-    unknown = sorted(set(faults) - set(FAULT_KINDS))
+    unknown = sorted(set(faults) - set(ALL_FAULT_KINDS))
     if unknown:
-        parser.error(f"unknown fault kinds {unknown}; choose from {','.join(FAULT_KINDS)}")
+        parser.error(f"unknown fault kinds {unknown}; choose from {','.join(ALL_FAULT_KINDS)}")
     if not 0 <= args.fault_rate <= 1:
         parser.error("--fault-rate must be within [0, 1]")
     config = Config(
@@ -394,6 +451,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[int, Config]:
         timeout_sleep=args.timeout_sleep,
         tokens_per_reply=args.tokens_per_reply,
         length_limit_tokens=args.length_limit_tokens,
+        fail_marker=args.fail_marker,
     )
     return args.port, config
 
@@ -435,8 +493,10 @@ class FakeServer:
     def root_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.root_url}/stats", timeout=10) as resp:
+    def stats(self, detail: bool = False) -> dict[str, Any]:
+        """The server's accounting (``detail``: also bodies answered twice, permanent failures, attempts)."""
+        path = "/stats/detail" if detail else "/stats"
+        with urllib.request.urlopen(f"{self.root_url}{path}", timeout=10) as resp:
             result: dict[str, Any] = json.loads(resp.read())
         return result
 
