@@ -70,6 +70,11 @@ def write_json_atomic(path: Path, value: Any) -> None:
         handle.write("\n")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    with _atomic_writer(path) as handle:
+        handle.write(text)
+
+
 @contextlib.contextmanager
 def _atomic_writer(path: Path) -> Iterator[IO[str]]:
     """A text handle on a temporary file renamed to ``path`` at the end; on any error the temporary

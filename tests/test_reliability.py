@@ -456,22 +456,6 @@ def _filter_progress(run_dir: Path) -> str:
 TRAIN_KILLS = (2, 2, 1)  # three students: killed twice, twice and once, each resumed to the end: 5 kills
 TRAIN_STEPS = ("--max-steps", "24", "--save-steps", "3")  # 32 examples, batch 4: 3 epochs of 8 steps
 TRAIN_WEIGHTS = ("adapter_model.safetensors", "base/model.safetensors")  # LoRA on a scratch base: both saved
-SAMPLER_BUG = (
-    "students: the length-grouped sampler shuffles with the global torch RNG when an epoch starts; a run resumed "
-    "mid-epoch (epoch >= 1) draws another order (fix: an epoch-seeded sampler in students/trainer.py)"
-)
-METRICS_BUG = (
-    "students/train.py: --resume appends to metrics.jsonl, so the logs a killed run wrote after its last "
-    "checkpoint appear twice (fix: keep only lines with step <= the resumed checkpoint's global_step)"
-)
-PARTIAL_CHECKPOINT_BUG = (
-    "students/train.py: --resume picks a checkpoint a kill left half-written (no trainer_state.json) and fails "
-    "on every rerun (fix: resume from the newest checkpoint that has trainer_state.json)"
-)
-CHECKPOINT_ORDER_BUG = (
-    "students/train.py: checkpoints are sorted as strings, so --resume takes checkpoint-9 over checkpoint-12 "
-    "and redoes steps (fix: sort by step number)"
-)
 
 
 def _teaching_file(path: Path, count: int = 32) -> Path:
@@ -547,11 +531,11 @@ def _as_if_killed_after_logging_the_last_step(reference: Path, out: Path) -> Non
 
 @pytest.fixture(scope="module")
 def train_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, tuple[float, float]]:
-    """(teaching file, an uninterrupted student, its (start-up, work) seconds); ordered batches, see SAMPLER_BUG."""
+    """(teaching file, an uninterrupted student, its (start-up, work) seconds)."""
     root = tmp_path_factory.mktemp("train")
     data = _teaching_file(root / "teach.jsonl")
     reference = root / "ref"
-    command = _train_command(data, reference, *TRAIN_STEPS, "--no-group-by-length")
+    command = _train_command(data, reference, *TRAIN_STEPS)
     timing = _timed_reference(command, (reference / "metrics.jsonl").exists)
     return data, reference, timing
 
@@ -563,7 +547,7 @@ def test_train_student_killed_five_times_resumes_to_the_same_weights(
 
     def fresh(number: int) -> Chain:
         out = tmp_path / f"killed{number}"
-        first = _train_command(data, out, *TRAIN_STEPS, "--no-group-by-length")
+        first = _train_command(data, out, *TRAIN_STEPS)
         return Chain(out, first, [*first, "--resume"])
 
     def check(out: Path) -> str:
@@ -575,19 +559,17 @@ def test_train_student_killed_five_times_resumes_to_the_same_weights(
     print(f"\ntrain-student: uninterrupted {_describe(timing)}\n  " + "\n  ".join(notes))
 
 
-@pytest.mark.xfail(strict=True, reason=METRICS_BUG)
 def test_train_student_resumed_metrics_are_the_uninterrupted_ones(
     train_reference: tuple[Path, Path, tuple[float, float]], tmp_path: Path
 ) -> None:
     data, reference, _ = train_reference
     out = tmp_path / "student"
     _as_if_killed_after_logging_the_last_step(reference, out)
-    _run_to_end(_train_command(data, out, *TRAIN_STEPS, "--no-group-by-length", "--resume"))
+    _run_to_end(_train_command(data, out, *TRAIN_STEPS, "--resume"))
     _assert_same_student(reference, out)  # resumed from the checkpoint before: the weights are right
     assert _loss_logs(out) == _loss_logs(reference)
 
 
-@pytest.mark.xfail(strict=True, reason=PARTIAL_CHECKPOINT_BUG)
 def test_train_student_resumes_past_a_half_written_checkpoint(
     train_reference: tuple[Path, Path, tuple[float, float]], tmp_path: Path
 ) -> None:
@@ -598,14 +580,13 @@ def test_train_student_resumes_past_a_half_written_checkpoint(
     shutil.copytree(reference, out)
     # killed while saving checkpoint-24: the Trainer writes trainer_state.json last
     (out / "checkpoints" / "checkpoint-24" / "trainer_state.json").unlink()
-    _run_to_end(_train_command(data, out, *TRAIN_STEPS, "--no-group-by-length", "--resume"))
+    _run_to_end(_train_command(data, out, *TRAIN_STEPS, "--resume"))
     _assert_same_student(reference, out)
 
 
-@pytest.mark.xfail(strict=True, reason=CHECKPOINT_ORDER_BUG)
 def test_train_student_resumes_from_the_newest_checkpoint(tmp_path: Path) -> None:
     data = _teaching_file(tmp_path / "teach.jsonl", 16)
-    command = _train_command(data, tmp_path / "s", "--max-steps", "12", "--save-steps", "3", "--no-group-by-length")
+    command = _train_command(data, tmp_path / "s", "--max-steps", "12", "--save-steps", "3")
     _run_to_end(command)
     state = tmp_path / "s" / "checkpoints" / "checkpoint-12" / "trainer_state.json"
     assert sorted(p.name for p in state.parent.parent.iterdir()) == ["checkpoint-12", "checkpoint-9"]
@@ -614,7 +595,6 @@ def test_train_student_resumes_from_the_newest_checkpoint(tmp_path: Path) -> Non
     assert state.stat().st_mtime_ns == saved  # nothing to redo: no step trained, no checkpoint saved again
 
 
-@pytest.mark.xfail(strict=True, reason=SAMPLER_BUG)
 def test_train_student_resumed_mid_epoch_with_length_grouping(tmp_path: Path) -> None:
     data = _teaching_file(tmp_path / "teach.jsonl")
     reference = tmp_path / "ref"
@@ -658,7 +638,6 @@ students:
     batch_size: 4
     logging_steps: 1
     lr: 0.003
-    group_by_length: false   # see SAMPLER_BUG
 eval:
   input: {heldout}
   answer_type: number

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from cotfactory.errors import ConfigError
-from cotfactory.export import write_json_atomic
+from cotfactory.export import write_json_atomic, write_text_atomic
 from cotfactory.students.config import TrainConfig
 from cotfactory.students.examples import MethodSettings, build_examples
 from cotfactory.students.features import MultitaskCollator, encode_example
@@ -59,9 +59,12 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         model = _with_lora(model, config, causal)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not config.resume:
+    checkpoint = last_checkpoint(out / "checkpoints") if config.resume else None
+    if checkpoint is None:
         (out / METRICS_FILE).unlink(missing_ok=True)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    else:
+        _trim_metrics(out / METRICS_FILE, _checkpoint_step(checkpoint))
     datasets.disable_progress_bars()
     dataset = datasets.Dataset.from_list(features)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -96,11 +99,40 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         task_names=task_names,
         callbacks=[MetricsFile(out / METRICS_FILE)],
     )
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"))
-    output = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if config.resume and checkpoints else None)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
     counts = {name: sum(e.task == name for e in examples) for name in task_names}
     return TrainResult(out, len(examples), counts, output.global_step, output.training_loss)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint: highest step (numerically) whose trainer_state.json was written —
+    the Trainer writes it last, so a folder without it was cut off mid-save by a kill."""
+    complete = [
+        p for p in folder.glob("checkpoint-*") if _checkpoint_step(p) >= 0 and (p / "trainer_state.json").is_file()
+    ]
+    return max(complete, key=_checkpoint_step, default=None)
+
+
+def _checkpoint_step(path: Path) -> int:
+    step = path.name.removeprefix("checkpoint-")
+    return int(step) if step.isdigit() else -1
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the metrics logged up to the checkpoint being resumed: the steps after it are trained (and
+    logged) again, and a kill may have cut the last line in half."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", step + 1) <= step and "train_runtime" not in row:
+            kept.append(line + "\n")
+    write_text_atomic(path, "".join(kept))
 
 
 def _with_lora(model: Any, config: TrainConfig, causal: bool) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from cotfactory.students.features import IGNORE
 
@@ -43,12 +44,39 @@ def multitask_loss(
     return total, by_task
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' length-grouped order, drawn from ``seed + epoch`` instead of torch's global state.
+
+    The stock sampler shuffles with the global RNG at each epoch start, so a run resumed in the
+    middle of epoch 1 or later sees different batches than the uninterrupted run did. Seeding per
+    epoch makes ``--resume`` reproduce the same batches, hence the same weights.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class MultitaskTrainer(Trainer):
     def __init__(self, *args: Any, causal: bool, task_names: list[str], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.causal = causal
         self.task_names = task_names
         self._task_sums: dict[str, list[float]] = defaultdict(list)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
