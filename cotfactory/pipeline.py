@@ -91,14 +91,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         node: Any = raw
         parts = path.split(".")
         for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) and part.isdigit() else node.setdefault(part, {})
+            _check_step(node, part, item)
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
         last = parts[-1]
-        parsed = yaml.safe_load(value)
-        if isinstance(node, list) and last.isdigit():
-            node[int(last)] = parsed
-        else:
-            node[last] = parsed
+        _check_step(node, last, item)
+        node[int(last) if isinstance(node, list) else last] = yaml.safe_load(value)
     return raw
+
+
+def _check_step(node: Any, part: str, item: str) -> None:
+    """``part`` must name a key of a section or an existing index of a list."""
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return
+    if isinstance(node, dict):
+        return
+    raise ConfigError(f"--set {item!r}: '{part}' is not a key or index of that section")
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None, out: str | None = None) -> PipelineConfig:

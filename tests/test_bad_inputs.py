@@ -506,12 +506,7 @@ def _assert_one_line_error(output: str, names: list[str]) -> None:
 
 
 #: cases whose fix belongs to a module this change does not touch: the traceback, and the fix
-XFAIL = {
-    "pipeline-set-into-a-scalar": "pipeline.py apply_overrides: TypeError traceback; "
-    "check each node on the path and raise ConfigError naming the --set",
-    "pipeline-set-list-index-out-of-range": "pipeline.py apply_overrides: IndexError traceback; "
-    "check the index and raise ConfigError naming the --set",
-}
+XFAIL = {}
 
 
 def test_the_corpus() -> None:

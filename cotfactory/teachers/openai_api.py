@@ -80,8 +80,8 @@ class BackoffWait:
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
         message = exc.message if isinstance(exc.message, str) else str(exc.message)
-        return f"HTTP {exc.status_code}: {message}"[:500]
-    return f"{type(exc).__name__}: {exc}"[:500]
+        return f"HTTP {exc.status_code}: {message}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class OpenAITeacher(Teacher):
@@ -255,7 +255,8 @@ class OpenAITeacher(Teacher):
             return response, attempts, None
         except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
             suffix = f" (after {attempts} attempts)" if is_transient(exc) else ""
-            return None, attempts, self.redact(describe_error(exc)) + suffix
+            # redact before cutting: a cut through the key would leave part of it unredacted
+            return None, attempts, self.redact(describe_error(exc))[:500] + suffix
 
     async def _send(self, request: Request, n: int, seed: int, max_tokens: int) -> Any:
         prompt = request.prompt
