@@ -1,27 +1,33 @@
 """API generation throughput against a loopback server with a fixed latency.
 
 Prints, measured in this one run:
-- cotfactory's requests/s vs the bound concurrency / latency (target >= 0.9 x at concurrency 64),
+- cotfactory's requests/s vs the bound concurrency / latency (target >= 0.9 x at concurrency 64 and 256),
 - vs a naive sequential loop of the `openai` SDK,
+- vs a minimal asyncio + aiohttp client sending the same bodies at the same concurrency (no SDK, no
+  retries, no store): the most this machine gets from the same server, and its client CPU per request,
 - client CPU per request (the server is another process, so this is cotfactory's own cost).
 
-    python bench/generate_api.py [--latency 0.2] [--requests 3000] [--concurrency 64,256]
+    python bench/generate_api.py [--latency 0.2] [--requests 6000] [--concurrency 64,256]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_openai_server import FakeServer  # noqa: E402
+
+MAX_TOKENS = 64
 
 
 def cpu_seconds() -> float:
@@ -39,6 +45,15 @@ def write_questions(path: Path, count: int) -> Path:
     return path
 
 
+def rendered_messages(data: Path) -> list[list[dict[str, str]]]:
+    """The chat messages cotfactory sends for ``data`` (zero-shot-cot), in plan order."""
+    from cotfactory.problems import load_problems
+    from cotfactory.prompts import load_template
+
+    template = load_template("zero-shot-cot")
+    return [template.render(p).messages or [] for p in load_problems("jsonl", data, answer_type="number")]
+
+
 def sequential_openai(base_url: str, count: int) -> float:
     """The baseline: a plain loop of blocking SDK calls. Returns requests/s."""
     import openai
@@ -51,13 +66,51 @@ def sequential_openai(base_url: str, count: int) -> float:
             messages=[{"role": "user", "content": f"What is {i} plus {i + 1}?"}],
             temperature=0.7,
             seed=i,
-            max_tokens=64,
+            max_tokens=MAX_TOKENS,
         )
     return count / (time.perf_counter() - started)
 
 
-def cotfactory_run(base_url: str, data: Path, out: Path, concurrency: int) -> tuple[float, float, int]:
-    """(requests/s of the sending phase, client CPU seconds per request, requests)."""
+def minimal_client(base_url: str, messages: list[list[dict[str, str]]], concurrency: int) -> tuple[float, float]:
+    """(requests/s, client CPU seconds per request) of a bare aiohttp client sending the same bodies."""
+    import aiohttp
+
+    async def run() -> None:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            bodies = iter(messages)
+
+            async def worker() -> None:
+                for chat in bodies:
+                    body = {
+                        "model": "fake-teacher",
+                        "temperature": 0.7,
+                        "top_p": 1.0,
+                        "seed": 0,
+                        "max_tokens": MAX_TOKENS,
+                        "messages": chat,
+                    }
+                    async with session.post(f"{base_url}/chat/completions", json=body) as response:
+                        response.raise_for_status()
+                        reply = json.loads(await response.read())
+                        assert reply["choices"][0]["message"]["content"]
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+    cpu0, started = cpu_seconds(), time.perf_counter()
+    asyncio.run(run())
+    return len(messages) / (time.perf_counter() - started), (cpu_seconds() - cpu0) / len(messages)
+
+
+@dataclass
+class CotfactoryRun:
+    requests: int
+    send_rps: float  # requests/s of the sending phase
+    total_rps: float  # requests/s end to end: planning, sending, export
+    cpu_per_request: float  # client CPU seconds per request, end to end
+
+
+def cotfactory_run(base_url: str, data: Path, out: Path, concurrency: int) -> CotfactoryRun:
     from rich.console import Console
 
     from cotfactory.config import GenerateConfig
@@ -72,15 +125,16 @@ def cotfactory_run(base_url: str, data: Path, out: Path, concurrency: int) -> tu
         api_key_env=None,
         templates=["zero-shot-cot"],
         concurrency=concurrency,
-        max_tokens=64,
+        max_tokens=MAX_TOKENS,
         out=str(out),
         use_n="never",
     )
-    cpu0 = cpu_seconds()
+    cpu0, started = cpu_seconds(), time.perf_counter()
     result = run_generate(config, Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    total = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
     assert result.new == result.planned and not result.failed, "every request must be answered"
-    return result.new / result.send_elapsed_s, cpu / result.new, result.new
+    return CotfactoryRun(result.new, result.new / result.send_elapsed_s, result.new / total, cpu / result.new)
 
 
 def main() -> None:
@@ -97,14 +151,19 @@ def main() -> None:
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             count = max(args.requests, concurrency * 10)
             data = write_questions(Path(tmp) / f"q{concurrency}.jsonl", count)
-            rps, cpu_per_request, sent = cotfactory_run(
-                server.base_url, data, Path(tmp) / f"run{concurrency}", concurrency
-            )
+            run = cotfactory_run(server.base_url, data, Path(tmp) / f"run{concurrency}", concurrency)
+            floor_rps, floor_cpu = minimal_client(server.base_url, rendered_messages(data), concurrency)
             bound = concurrency / args.latency
             print(
-                f"concurrency {concurrency:>4}: {sent} requests, {rps:7.1f} req/s = {rps / bound:.2f} x bound "
-                f"({bound:.0f} req/s), {rps / seq:6.1f} x sequential loop, "
-                f"client CPU {cpu_per_request * 1e3:.2f} ms/request"
+                f"concurrency {concurrency:>4}: {run.requests} requests, {run.send_rps:7.1f} req/s = "
+                f"{run.send_rps / bound:.2f} x bound ({bound:.0f} req/s), {run.send_rps / seq:6.1f} x sequential "
+                f"loop, {run.send_rps / floor_rps:.2f} x minimal aiohttp client; client CPU "
+                f"{run.cpu_per_request * 1e3:.2f} ms/request"
+            )
+            print(
+                f"  minimal aiohttp client at {concurrency:>4}: {floor_rps:7.1f} req/s = "
+                f"{floor_rps / bound:.2f} x bound, client CPU {floor_cpu * 1e3:.2f} ms/request "
+                f"(cotfactory: {run.cpu_per_request / floor_cpu:.1f} x)"
             )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [
     "generate_api",
+    "generate_curator",
     "generate_llamacpp",
     "generate_local",
     "contrastive",
