@@ -1,6 +1,6 @@
 """`cotfactory generate` against a real llama.cpp server, vs the server's best throughput with direct calls.
 
-Starts llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`, 2 threads) on the embedded
+Starts llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`, 1 thread by default) on the embedded
 SmolLM2-135M GGUF, then sends the same requests — zero-shot-cot over 24 GSM8K problems, cotfactory's exact
 rendered messages, temperature 0.7, seed 1, max_tokens 64 — two ways:
 - directly: `openai.AsyncOpenAI` + `asyncio.gather`, at the fastest of concurrency 1, 2 and 4 (tried on the
@@ -14,7 +14,7 @@ parallel-slots option, unlike llama.cpp's own `llama-server --parallel`): extra 
 On a 2-core machine that other processes also use, 2 llama.cpp threads can run 10 x slower than 1 (each
 decoding step waits at a barrier for a thread that is not scheduled): use --threads 1 there.
 
-    python bench/generate_llamacpp.py [--problems 24] [--max-tokens 64] [--passes 2] [--threads 2]
+    python bench/generate_llamacpp.py [--problems 24] [--max-tokens 64] [--passes 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,2,4", help="direct-call concurrencies tried")
     parser.add_argument("--scan", type=int, default=8, help="requests of each concurrency tried")
     parser.add_argument("--passes", type=int, default=2, help="measurements of each side, alternated (best kept)")
-    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (1 on a busy 2-core machine)")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (2 on an idle 2-core machine)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
