@@ -185,7 +185,10 @@ def test_shard_then_limit() -> None:
     path = DATA / "gsm8k" / "test_sample.jsonl"
     assert [p.id for p in load_problems("gsm8k", path, shard=(1, 3), limit=2)] == ["gsm8k-1", "gsm8k-4"]
     assert [p.id for p in load_problems("gsm8k", path, shard=(0, 4))] == [
-        "gsm8k-0", "gsm8k-4", "gsm8k-8", "gsm8k-12",
+        "gsm8k-0",
+        "gsm8k-4",
+        "gsm8k-8",
+        "gsm8k-12",
     ]
     assert [p.id for p in load_problems("gsm8k", path, limit=3)] == ["gsm8k-0", "gsm8k-1", "gsm8k-2"]
     shards = [load_problems("gsm8k", path, shard=(i, 3)) for i in range(3)]
@@ -215,8 +218,13 @@ def test_generic_jsonl_with_field_mapping(tmp_path: Path) -> None:
         {"text": "Pick again", "label": "a", "options": ["a", "b"]},
     )
     problems = load_problems(
-        "jsonl", path, question_field="text", answer_field="label", id_field="qid",
-        choices_field="options", answer_type="choice",
+        "jsonl",
+        path,
+        question_field="text",
+        answer_field="label",
+        id_field="qid",
+        choices_field="options",
+        answer_type="choice",
     )
     assert [(p.id, p.question, p.gold, p.choices) for p in problems] == [
         ("q1", "Pick one", "b", ["a", "b"]),
@@ -234,7 +242,9 @@ def test_generic_jsonl_defaults_and_answer_values(tmp_path: Path) -> None:
     )
     problems = load_problems("jsonl", path)
     assert [(p.id, p.gold, p.answer_type, p.choices) for p in problems] == [
-        ("7", "12", "text", None), ("d-1", "yes", "text", None), ("d-2", None, "text", None),
+        ("7", "12", "text", None),
+        ("d-1", "yes", "text", None),
+        ("d-2", None, "text", None),
     ]
     assert load_problems("jsonl", path, answer_field=None)[0].gold is None
     yes_no = jsonl(tmp_path / "yn.jsonl", {"question": "Q", "answer": "True"})
@@ -247,14 +257,20 @@ def test_generic_csv_with_field_mapping(tmp_path: Path) -> None:
         'key,prompt,gold,opts\nk1,"Two plus two, please",4,\n,"Multi\nline",b,a | b | c\n',
     )
     problems = load_problems(
-        "csv", path, question_field="prompt", answer_field="gold", id_field="key", choices_field="opts",
+        "csv",
+        path,
+        question_field="prompt",
+        answer_field="gold",
+        id_field="key",
+        choices_field="opts",
     )
     assert [(p.id, p.question, p.gold, p.choices) for p in problems] == [
         ("k1", "Two plus two, please", "4", None),
         ("quiz-1", "Multi\nline", "b", ["a", "b", "c"]),
     ]
-    numbers = load_problems("csv", write(tmp_path / "n.csv", "question,answer\nHow many?,\"1,500\"\n"),
-                            answer_type="number")
+    numbers = load_problems(
+        "csv", write(tmp_path / "n.csv", 'question,answer\nHow many?,"1,500"\n'), answer_type="number"
+    )
     assert numbers[0].gold == "1500"
 
 
@@ -300,8 +316,13 @@ def test_empty_file(tmp_path: Path) -> None:
 
 
 def test_duplicate_id(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "x.jsonl", {"id": "q0", "question": "a"}, {"id": "q1", "question": "b"}, "",
-                 {"id": "q1", "question": "c"})
+    path = jsonl(
+        tmp_path / "x.jsonl",
+        {"id": "q0", "question": "a"},
+        {"id": "q1", "question": "b"},
+        "",
+        {"id": "q1", "question": "c"},
+    )
     assert data_error("jsonl", path) == f"{path}:4: duplicate id 'q1' (first on line 2)"
 
 
@@ -350,8 +371,7 @@ def test_gsm8k_line_without_final_answer(tmp_path: Path) -> None:
 
 def test_unknown_format_suggests_the_closest() -> None:
     assert data_error("gsm9k", "x.jsonl") == (
-        "unknown format 'gsm9k'; choose one of: cqa, csv, gsm8k, jsonl, strategyqa, svamp"
-        " (did you mean 'gsm8k'?)"
+        "unknown format 'gsm9k'; choose one of: cqa, csv, gsm8k, jsonl, strategyqa, svamp (did you mean 'gsm8k'?)"
     )
     assert data_error("parquet", "x.parquet") == (
         "unknown format 'parquet'; choose one of: cqa, csv, gsm8k, jsonl, strategyqa, svamp"
