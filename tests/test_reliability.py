@@ -242,17 +242,18 @@ def _kill_campaign(
     ``timing`` is the uninterrupted run's (start-up, work) seconds. A kill comes after the start-up plus a
     uniform part (seeded) of the work still to do, so it lands mid-work; a resumed run redoes its start-up
     (and, for training, the steps after its last checkpoint) on top. When the machine is faster than during
-    the reference and a run ends before its kill, a fresh run takes the kills left over, so every kill
-    counted landed in a live process.
+    the reference and a run ends before its kill, a fresh run takes the kills left over (aiming earlier from
+    then on), so every kill counted landed in a live process.
     """
     rng = random.Random(f"{KILL_SEED}-{name}")
     notes: list[str] = []
     pending, landed, missed, number = list(chains), 0, 0, 0
+    startup, work = timing
     while pending:
         kills = pending.pop(0)
         chain = fresh(number)
         number += 1
-        startup, remaining = timing
+        remaining = work
         done = 0
         for index in range(kills):
             into_work = rng.uniform(0.02, 0.75) * remaining
@@ -260,6 +261,7 @@ def _kill_campaign(
             if not _kill_after(chain.first if index == 0 else chain.resume, delay):
                 missed += 1
                 notes.append(f"{chain.out.name}: ended before the kill at {delay:.1f} s; a fresh run takes the rest")
+                startup, work = startup * 0.8, work * 0.7  # faster than the reference: aim earlier from now on
                 break
             done += 1
             notes.append(
@@ -271,7 +273,7 @@ def _kill_campaign(
         landed += done
         if done < kills:
             pending.insert(0, kills - done)
-        assert missed <= 6, "\n".join(notes)
+        assert missed <= 15, "\n".join(notes)
     assert landed == sum(chains)
     return notes
 
