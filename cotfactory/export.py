@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -126,8 +126,9 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def export_samples(run_dir: Path, samples: Iterable[Sample], problems: dict[str, Problem]) -> int:
+def export_samples(run_dir: Path, samples: Iterable[Sample], problem_of: Callable[[str], Problem | None]) -> int:
+    """Stream ``samples`` into samples.jsonl (``problem_of`` looks a problem up by id), then the datasets folder."""
     jsonl = run_dir / SAMPLES_FILE
-    count = write_jsonl_atomic(jsonl, (sample_row(s, problems.get(s.request.problem_id)) for s in samples))
+    count = write_jsonl_atomic(jsonl, (sample_row(s, problem_of(s.request.problem_id)) for s in samples))
     write_dataset_atomic(jsonl, run_dir / DATASET_DIR)
     return count

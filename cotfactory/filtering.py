@@ -92,21 +92,18 @@ class FilterResult:
 def run_filter(config: FilterConfig, console: Console | None = None) -> FilterResult:
     console = console or Console(stderr=True)
     run_dir = Path(config.run_dir)
-    keys, problem_order = _plan_keys(run_dir)
+    _check_samples_file(run_dir)
     stages = build_filters(config)
     scorer = make_scorer(config) if config.reward is not None else None  # fails here, before any write
     remove_stale_temporaries(run_dir, [FILTERED_FILE, FILTERED_DIR, FUNNEL_FILE])  # left by a killed run
     with Store.in_run(run_dir) as store:
-        problems = store.problems()
         patterns = _answer_patterns(store)
-        scored_now = _score_missing(
-            store, scorer, _groups(store, keys, problem_order, problems, patterns), console, config.reward_batch_size
-        )
+        scored_now = _score_missing(store, scorer, _groups(store, run_dir, patterns), console, config.reward_batch_size)
         funnel = [StageCount("input")] + [StageCount(stage.name) for stage in stages]
         store.clear_verdicts()
         rows = (
             row
-            for problem, samples in _groups(store, keys, problem_order, problems, patterns)
+            for problem, samples in _groups(store, run_dir, patterns)
             for row in _filter_problem(problem, samples, stages, funnel, store, scorer)
         )
         kept = write_jsonl_atomic(run_dir / FILTERED_FILE, rows)  # streamed: one problem in memory at a time
@@ -150,26 +147,42 @@ def _filter_problem(
     return [_filtered_row(sample, group, by_key[sample.key]) for sample in group.survivors]
 
 
-def _plan_keys(run_dir: Path) -> tuple[dict[str, int], list[str]]:
-    """The run's current samples (key → plan position) and its problems in plan order."""
+def _check_samples_file(run_dir: Path) -> None:
+    """Fail before anything is written when the run directory or its samples.jsonl cannot be filtered."""
     if not (run_dir / Store.FILENAME).exists():
         raise DataError(f"{run_dir}: not a run directory (no {Store.FILENAME}); make one with `cotfactory generate`")
     path = run_dir / SAMPLES_FILE
     if not path.exists():
         raise DataError(f"{path}: missing; run `cotfactory generate` on this run directory to finish it")
-    keys: dict[str, int] = {}
-    problem_order: dict[str, None] = {}
+    if next(_sample_lines(path), None) is None:
+        raise DataError(f"{path}: no samples to filter")
+    for _ in _sample_lines(path):  # every line is checked up front: a bad one fails here, not half-way
+        pass
+
+
+def _sample_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """(key, problem_id) of each line of samples.jsonl, streamed."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 row = json.loads(line)
-                keys[row["key"]] = len(keys)
-                problem_order[row["problem_id"]] = None
+                yield row["key"], row["problem_id"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise DataError(f"{path}:{number}: not a sample line ({exc})") from None
-    if not keys:
-        raise DataError(f"{path}: no samples to filter")
-    return keys, list(problem_order)
+
+
+def _problem_keys(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """samples.jsonl problem by problem (it is written in plan order, problem-major): (problem id, its keys)."""
+    current: str | None = None
+    keys: dict[str, None] = {}
+    for key, problem_id in _sample_lines(path):
+        if problem_id != current:
+            if current is not None:
+                yield current, list(keys)
+            current, keys = problem_id, {}
+        keys[key] = None
+    if current is not None:
+        yield current, list(keys)
 
 
 def _answer_patterns(store: Store) -> dict[str, str | None]:
@@ -185,15 +198,13 @@ def _answer_patterns(store: Store) -> dict[str, str | None]:
     return patterns
 
 
-def _groups(
-    store: Store, keys: dict[str, int], order: list[str], problems: dict[str, Problem], patterns: dict[str, str | None]
-) -> Iterator[tuple[Problem, list[Sample]]]:
+def _groups(store: Store, run_dir: Path, patterns: dict[str, str | None]) -> Iterator[tuple[Problem, list[Sample]]]:
     """Each problem with its samples of the current plan, in plan order, answers re-extracted."""
-    for problem_id in order:
-        problem = problems.get(problem_id)
+    for problem_id, keys in _problem_keys(run_dir / SAMPLES_FILE):
+        problem = store.problem(problem_id)
         if problem is None:
             raise DataError(f"store: problem '{problem_id}' of samples.jsonl is missing from the store")
-        samples = sorted((s for s in store.problem_samples(problem_id) if s.key in keys), key=lambda s: keys[s.key])
+        samples = [s for s in store.samples(keys) if s.request.problem_id == problem_id]
         for sample in samples:
             answers.fill_answer(sample, problem, patterns.get(sample.request.template))
         yield problem, samples

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from cotfactory.teachers import make_teacher
 from cotfactory.teachers.base import Teacher
 
 CONFIG_FILE = "config.json"
+FAILED_SHOWN = 10  # failed samples listed by the summary
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Prepared:
     teacher: Teacher
     plan: Plan
     prices: dict[str, dict[str, float]]
+    by_id: dict[str, Problem]  # the problems by id, shared by the teacher, the answer filler and the export
 
 
 @dataclass
@@ -52,7 +56,8 @@ class GenerateResult:
     stored: int
     new: int
     requests_sent: int
-    failed: list[Sample] = field(default_factory=list)
+    failed: list[Sample] = field(default_factory=list)  # the first few failed samples, in plan order
+    failed_count: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
@@ -63,7 +68,7 @@ class GenerateResult:
     @property
     def exit_code(self) -> int:
         """0 done; 1 some samples failed for good; 3 stopped at the token budget."""
-        if self.failed:
+        if self.failed_count:
             return 1
         return 3 if self.budget_stopped else 0
 
@@ -95,7 +100,8 @@ def prepare(config: GenerateConfig) -> Prepared:
     # every prompt renders (and every contrast answer exists) before a teacher is even built
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
     teacher = make_teacher(config)
-    teacher.attach_problems({p.id: p for p in problems})
+    by_id = {p.id: p for p in problems}
+    teacher.attach_problems(by_id)
     plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
     checked: set[str] = set()
     for request in itertools.islice(plan.requests(), len(plan) // len(problems)):  # the first problem's requests
@@ -103,7 +109,7 @@ def prepare(config: GenerateConfig) -> Prepared:
             teacher.check_prompt(request.prompt)
             checked.add(request.template)
     prices = load_prices(config.price_table) if config.price_table else {}
-    return Prepared(config, problems, templates, teacher, plan, prices)
+    return Prepared(config, problems, templates, teacher, plan, prices, by_id)
 
 
 def _check_templates_fit(config: GenerateConfig, templates: list[Template]) -> None:
@@ -150,18 +156,19 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             store.put_problems(prepared.problems)
             if config.retry_failed:
                 store.forget_failed()
-            result = await _send_pending(prepared, store, console)
-            plan_keys = list(prepared.plan.request_keys())
-            stored = list(store.samples(plan_keys))
-            fingerprint = stable_hash([plan_keys, store.samples_version()])
+            result, plan_digest = await _send_pending(prepared, store, console)
+            fingerprint = stable_hash([plan_digest, store.samples_version()])
             exported = (run_dir / SAMPLES_FILE).exists() and (run_dir / DATASET_DIR).exists()
-            if not exported or store.get_meta("export_fingerprint") != fingerprint:
-                export_samples(run_dir, stored, {p.id: p for p in prepared.problems})
+            totals = store.get_meta("export_totals")
+            if not exported or totals is None or store.get_meta("export_fingerprint") != fingerprint:
+                totals = _export(run_dir, prepared, store)
+                store.set_meta("export_totals", totals)
                 store.set_meta("export_fingerprint", fingerprint)
-            result.stored = len(stored)
-            result.failed = [s for s in stored if s.failed]
-            result.prompt_tokens = sum(s.prompt_tokens for s in stored)
-            result.completion_tokens = sum(s.completion_tokens for s in stored)
+            result.stored = totals["stored"]
+            result.failed_count = totals["failed"]
+            result.failed = list(store.samples(totals["failed_keys"]))
+            result.prompt_tokens = totals["prompt_tokens"]
+            result.completion_tokens = totals["completion_tokens"]
             result.cost_usd = _cost(prepared, result)
             result.elapsed_s = time.monotonic() - started
             store.set_meta("last_summary", summary_dict(result))
@@ -170,17 +177,41 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
         await teacher.aclose()
 
 
-async def _send_pending(prepared: Prepared, store: Store, console: Console) -> GenerateResult:
+def _export(run_dir: Path, prepared: Prepared, store: Store) -> dict[str, Any]:
+    """Stream the plan's stored samples, in plan order, into the exports; return their totals."""
+    totals: dict[str, Any] = {"stored": 0, "failed": 0, "failed_keys": [], "prompt_tokens": 0, "completion_tokens": 0}
+
+    def counted() -> Iterator[Sample]:
+        for sample in store.samples(prepared.plan.request_keys()):
+            totals["stored"] += 1
+            totals["prompt_tokens"] += sample.prompt_tokens
+            totals["completion_tokens"] += sample.completion_tokens
+            if sample.failed:
+                totals["failed"] += 1
+                if len(totals["failed_keys"]) < FAILED_SHOWN:
+                    totals["failed_keys"].append(sample.key)
+            yield sample
+
+    export_samples(run_dir, counted(), prepared.by_id.get)
+    return totals
+
+
+async def _send_pending(prepared: Prepared, store: Store, console: Console) -> tuple[GenerateResult, str]:
+    """Send the requests the store lacks; returns the result so far and a digest of the plan's keys."""
     config, plan, teacher = prepared.config, prepared.plan, prepared.teacher
     done = store.done_keys()
-    pending_count = sum(1 for key in plan.request_keys() if key not in done)
+    digest = hashlib.sha256()
+    pending_count = 0
+    for key in plan.request_keys():
+        digest.update(key.encode())
+        pending_count += key not in done
     used = sum(store.token_totals())
     budget = TokenBudget(config.max_total_tokens, used=used, retry_tokens=config.retry_tokens)
-    problems = {p.id: p for p in prepared.problems}
+    problems = prepared.by_id
     templates = {t.name: t for t in prepared.templates}
     result = GenerateResult(Path(config.out), planned=len(plan), stored=0, new=0, requests_sent=0)
     if pending_count == 0:
-        return result
+        return result, digest.hexdigest()
     pending = budget.gate(r for r in plan.requests() if r.key not in done)
     with _progress(console) as progress:
         task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
@@ -197,7 +228,7 @@ async def _send_pending(prepared: Prepared, store: Store, console: Console) -> G
     result.requests_sent = getattr(teacher, "requests_sent", result.new)
     result.send_elapsed_s = time.monotonic() - t0
     result.budget_stopped = budget.stopped
-    return result
+    return result, digest.hexdigest()
 
 
 def _fill_answer(sample: Sample, problems: dict[str, Problem], templates: dict[str, Template]) -> None:
@@ -232,7 +263,7 @@ def summary_dict(result: GenerateResult) -> dict[str, Any]:
         "stored": result.stored,
         "new": result.new,
         "requests_sent": result.requests_sent,
-        "failed": len(result.failed),
+        "failed": result.failed_count,
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
         "cost_usd": result.cost_usd,
@@ -251,7 +282,7 @@ def print_summary(result: GenerateResult, console: Console) -> None:
         ("samples stored", str(result.stored)),
         ("new this run", str(result.new)),
         ("requests sent", str(result.requests_sent)),
-        ("failed for good", str(len(result.failed))),
+        ("failed for good", str(result.failed_count)),
         ("tokens (prompt / completion)", f"{result.prompt_tokens:,} / {result.completion_tokens:,}"),
         ("elapsed", f"{result.elapsed_s:.1f} s"),
     ]
@@ -260,12 +291,12 @@ def print_summary(result: GenerateResult, console: Console) -> None:
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    for sample in result.failed[:10]:
+    for sample in result.failed[:FAILED_SHOWN]:
         console.print(
             f"[red]failed[/red] {sample.key} problem={sample.request.problem_id}: {sample.error}", soft_wrap=True
         )
-    if len(result.failed) > 10:
-        console.print(f"… and {len(result.failed) - 10} more (see samples.jsonl, field 'error')")
+    if result.failed_count > FAILED_SHOWN:
+        console.print(f"… and {result.failed_count - FAILED_SHOWN} more (see samples.jsonl, field 'error')")
     if result.budget_stopped:
         console.print("[yellow]stopped at the token budget[/yellow]: raise --max-total-tokens and run again to finish")
     console.print(f"samples: {result.run_dir / SAMPLES_FILE}", soft_wrap=True)

@@ -6,6 +6,7 @@ store, so a bad value fails where it enters rather than three stages later.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -95,12 +96,18 @@ class Request(BaseModel):
         None, exclude=True, repr=False, description="Contrastive: the context contrasted against."
     )
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Computed once per request: the model is frozen, and ``model_copy`` drops the cached value."""
         fields = self.model_dump(exclude={"prompt", "contrast"})
         if not fields["decoding"]:
             del fields["decoding"]  # keeps the keys of plain requests as they always were
         return stable_hash(fields, 24)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Request:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("key", None)  # a cached key may belong to other field values
+        return copied
 
     @property
     def target_answer(self) -> str | None:

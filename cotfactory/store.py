@@ -7,6 +7,7 @@ in a run directory (exports, summaries) is derived from this file and can be reb
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ from typing import Any
 from cotfactory.records import Problem, Sample, Verdict
 
 SCHEMA_VERSION = 1
+_CHUNK = 500  # keys per ``IN (...)`` lookup: well under SQLite's parameter limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -98,6 +100,10 @@ class Store:
         rows = self._db.execute("SELECT body FROM problems")
         return {p.id: p for p in (Problem.model_validate_json(body) for (body,) in rows)}
 
+    def problem(self, problem_id: str) -> Problem | None:
+        row = self._db.execute("SELECT body FROM problems WHERE id = ?", (problem_id,)).fetchone()
+        return Problem.model_validate_json(row[0]) if row else None
+
     # samples ----------------------------------------------------------------------------------
     def add_samples(self, samples: Iterable[Sample]) -> int:
         """Commit the samples of one completed call in one transaction; returns how many were new."""
@@ -128,11 +134,16 @@ class Store:
             for (body,) in self._db.execute("SELECT body FROM samples ORDER BY rowid"):
                 yield Sample.model_validate_json(body)
             return
-        cursor = self._db.cursor()
-        for key in keys:
-            row = cursor.execute("SELECT body FROM samples WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                yield Sample.model_validate_json(row[0])
+        iterator = iter(keys)
+        while chunk := list(itertools.islice(iterator, _CHUNK)):
+            rows = self._db.execute(
+                f"SELECT key, body FROM samples WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            bodies = dict(rows)
+            for key in chunk:
+                body = bodies.get(key)
+                if body is not None:
+                    yield Sample.model_validate_json(body)
 
     def samples_version(self) -> list[float]:
         """Changes whenever a sample is added or deleted, even when the count stays the same (a failed
