@@ -103,6 +103,67 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield row
 
 
+def infer_features(jsonl: Path) -> Any:
+    """The ``datasets`` schema of a whole JSONL file, or None if its columns mix types.
+
+    Arrow's reader infers types block by block (10 MB): a column that is null in the first block and
+    a string later (a sample's ``error`` when the first failure comes late in a big run) fails the
+    export. One cheap pass over the file settles every column's type first.
+    """
+    import datasets
+
+    merged: Any = None
+    with jsonl.open("rb") as handle:
+        for line in handle:
+            merged = _merge_type(merged, _type_of(json.loads(line)))
+            if merged is _CONFLICT:
+                return None
+
+    def feature(kind: Any) -> Any:
+        if isinstance(kind, dict):
+            return {name: feature(sub) for name, sub in kind.items()}
+        if isinstance(kind, list):
+            return datasets.List(feature(kind[0]))
+        return datasets.Value({None: "null", bool: "bool", int: "int64", float: "float64", str: "string"}[kind])
+
+    return datasets.Features(feature(merged)) if isinstance(merged, dict) else None
+
+
+_CONFLICT = object()
+
+
+def _type_of(value: Any) -> Any:
+    """None, bool, int, float, str, [element type] or {field: type}."""
+    if isinstance(value, dict):
+        return {name: _type_of(sub) for name, sub in value.items()}
+    if isinstance(value, list):
+        element: Any = None
+        for item in value:
+            element = _merge_type(element, _type_of(item))
+        return [element]
+    return None if value is None else type(value)
+
+
+def _merge_type(a: Any, b: Any) -> Any:
+    if a is None or a is b:
+        return b
+    if b is None:
+        return a
+    if a is _CONFLICT or b is _CONFLICT:
+        return _CONFLICT
+    if isinstance(a, dict) and isinstance(b, dict):
+        fields = {name: _merge_type(a.get(name), b.get(name)) for name in {**a, **b}}
+        return _CONFLICT if any(kind is _CONFLICT for kind in fields.values()) else fields
+    if isinstance(a, list) and isinstance(b, list):
+        element = _merge_type(a[0], b[0])
+        return _CONFLICT if element is _CONFLICT else [element]
+    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
+        return _CONFLICT
+    if {a, b} == {int, float}:  # JSON writes 1.0 as 1: a number column is float once any value is
+        return float
+    return _CONFLICT
+
+
 def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
     """Save a JSONL file as a ``datasets`` folder (``load_from_disk``-able), replacing it atomically.
 
@@ -116,7 +177,9 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
         if jsonl.stat().st_size == 0:
             dataset = datasets.Dataset.from_dict({})
         else:
-            dataset = datasets.Dataset.from_json(str(jsonl), cache_dir=str(work / "cache"))
+            dataset = datasets.Dataset.from_json(
+                str(jsonl), cache_dir=str(work / "cache"), features=infer_features(jsonl)
+            )
         dataset.save_to_disk(str(work / "data"))
         del dataset
         if folder.exists():

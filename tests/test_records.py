@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -101,3 +104,38 @@ def test_budget_never_lets_reservations_pass_the_limit() -> None:
     assert budget.used == 90 and budget.reserved == 0
     unlimited = TokenBudget(limit=None)
     assert len(list(unlimited.gate(iter(requests)))) == 10 and not unlimited.stopped
+
+
+def test_dataset_export_types_columns_from_the_whole_file(tmp_path: Path) -> None:
+    """Arrow infers types per 10 MB block: a column null in the first block and a string later must not
+    fail the export (a big run whose first failed request comes late)."""
+    import datasets
+
+    from cotfactory.export import infer_features, write_dataset_atomic
+
+    jsonl = tmp_path / "samples.jsonl"
+    with jsonl.open("w") as handle:
+        for i in range(120_000):
+            late = i >= 110_000
+            row = {
+                "key": f"k{i}",
+                "text": "x" * 100,
+                "error": "HTTP 500" if late else None,
+                "reward": 1 if late else 0.5,
+            }
+            handle.write(json.dumps({**row, "choices": ["a", "b"] if late else None, "v": {"keep": True}}) + "\n")
+    assert jsonl.stat().st_size > 10 * 2**20
+    features = infer_features(jsonl)
+    assert features["error"] == datasets.Value("string") and features["reward"] == datasets.Value("float64")
+    write_dataset_atomic(jsonl, tmp_path / "dataset")
+    dataset = datasets.load_from_disk(str(tmp_path / "dataset"))
+    assert len(dataset) == 120_000 and dataset[-1]["error"] == "HTTP 500" and dataset[0]["choices"] is None
+    assert dataset[-1]["reward"] == 1.0 and dataset[0]["v"] == {"keep": True}
+
+
+def test_feature_inference_gives_up_on_mixed_columns(tmp_path: Path) -> None:
+    from cotfactory.export import infer_features
+
+    jsonl = tmp_path / "mixed.jsonl"
+    jsonl.write_text('{"a": 1}\n{"a": "one"}\n')
+    assert infer_features(jsonl) is None  # datasets' own inference decides (and reports) then
