@@ -77,9 +77,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
     out = Path(args.out)
-    sections = read_sections(out)
     for name in args.only.split(","):
-        sections[name] = run(name)
+        measured = run(name)
+        sections = read_sections(out)  # read again: another run_all may have written meanwhile
+        sections[name] = measured
         ordered = [sections[n] for n in SCRIPTS if n in sections] + [
             text for n, text in sections.items() if n not in SCRIPTS
         ]

@@ -132,6 +132,12 @@ def infer_features(jsonl: Path) -> Any:
 _CONFLICT = object()
 
 
+def _rows(path: str) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
 def _type_of(value: Any) -> Any:
     """None, bool, int, float, str, [element type] or {field: type}."""
     if isinstance(value, dict):
@@ -167,7 +173,8 @@ def _merge_type(a: Any, b: Any) -> Any:
 def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
     """Save a JSONL file as a ``datasets`` folder (``load_from_disk``-able), replacing it atomically.
 
-    Arrow's JSON reader streams the file in blocks, so memory stays flat for large runs.
+    Rows are typed from the whole file first, then streamed to Arrow in batches, so memory stays flat
+    for large runs.
     """
     import datasets  # heavy; only exports need it
 
@@ -177,9 +184,13 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
         if jsonl.stat().st_size == 0:
             dataset = datasets.Dataset.from_dict({})
         else:
-            dataset = datasets.Dataset.from_json(
-                str(jsonl), cache_dir=str(work / "cache"), features=infer_features(jsonl)
-            )
+            features = infer_features(jsonl)
+            if features is None:  # mixed column types: let datasets infer (and report) them
+                dataset = datasets.Dataset.from_json(str(jsonl), cache_dir=str(work / "cache"))
+            else:  # rows streamed to Arrow in batches of 1000: memory stays flat however big the run
+                dataset = datasets.Dataset.from_generator(
+                    _rows, gen_kwargs={"path": str(jsonl)}, features=features, cache_dir=str(work / "cache")
+                )
         dataset.save_to_disk(str(work / "data"))
         del dataset
         if folder.exists():
