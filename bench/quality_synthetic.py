@@ -58,7 +58,7 @@ PLANS = {
     # lr 1e-3 moves them ~8x faster than a LLaMA's and the decoder settles on the answer prior, ignoring
     # its encoder (400 steps: 0.00; even copying the first operand stays at chance). lr 3e-4 learns, slowly
     # (copy task 0.5 after 800 steps where llama-small is at 1.0 after 300), so the default plan gives T5
-    # its one most telling run; `--plan t5` runs every cell (slow: ~10 min per run).
+    # its one most telling run; `--plan t5` runs every cell (~18 min: all near chance at 800 steps).
     "default": (
         Recipe("scratch:llama-small", EVERY_RUN, 800),
         Recipe("scratch:t5-small", (("finetune-cot", "filtered"),), 800, lr=3e-4),
