@@ -427,10 +427,48 @@ def _load_cqa(path: Path, options: LoadOptions) -> Iterator[Entry]:
         )
 
 
+ESNLI_LABELS = ["entailment", "neutral", "contradiction"]
+
+
+@register_loader("esnli")
+def _load_esnli(path: Path, options: LoadOptions) -> Iterator[Entry]:
+    """e-SNLI as released with Distilling Step-by-Step (JSON Lines): premise, hypothesis, label 0/1/2.
+
+    The question is "Premise: …\nHypothesis: …", as in the PaLM prompts; the answer is one of
+    entailment / neutral / contradiction. ``metadata.index`` aligns the PaLM rationale files.
+    """
+    split = _split_from_name(path)
+    for position, (where, record) in enumerate(_iter_jsonl(path)):
+        label = _field(record, "label", "number", where)
+        if label not in (0, 1, 2):
+            raise where.error(f"field 'label': expected 0, 1 or 2, got {label!r}")
+        premise = _field(record, "premise", "string", where)
+        hypothesis = _field(record, "hypothesis", "string", where)
+        yield (
+            where,
+            _make_problem(
+                where,
+                id=str(record.get("id") or f"{path.stem}-{position}"),
+                question=f"Premise: {premise}\nHypothesis: {hypothesis}",
+                gold=ESNLI_LABELS[int(label)],
+                answer_type="choice",
+                choices=ESNLI_LABELS,
+                source=options.source,
+                metadata={
+                    "index": position,
+                    "split": split,
+                    "explanations": [
+                        e for e in (record.get(f"explanation_{i}") for i in (1, 2, 3)) if isinstance(e, str) and e
+                    ],
+                },
+            ),
+        )
+
+
 def _split_from_name(path: Path) -> str:
     """``cqa_train.json`` → "train", ``test_sample.json`` → "test", else ""."""
     words = re.split(r"[^a-z]+", path.stem.lower())
-    return next((word for word in words if word in ("train", "test")), "")
+    return next((word for word in words if word in ("train", "test", "valid", "dev")), "")
 
 
 @register_loader("strategyqa")

@@ -40,7 +40,7 @@ def data_error(*args: object, **kwargs: object) -> str:
 
 
 def test_registry_lists_every_format() -> None:
-    assert available_formats() == ["cqa", "csv", "gsm8k", "jsonl", "strategyqa", "svamp"]
+    assert available_formats() == ["cqa", "csv", "esnli", "gsm8k", "jsonl", "strategyqa", "svamp"]
     assert set(LOADERS) == set(available_formats())
 
 
@@ -160,6 +160,33 @@ def test_gsm8k_exemplars() -> None:
     assert rows[0]["answer"] == "15"
     assert rows[0]["rationale"].startswith("The craft store made 36 / 3 = 12 sales")
     assert not any("<<" in row["rationale"] or "####" in row["rationale"] for row in rows)
+
+
+def test_esnli_samples_and_palm_alignment() -> None:
+    esnli = ROOT / "data" / "esnli"
+    train = load_problems("esnli", esnli / "train_sample.json")
+    test = load_problems("esnli", esnli / "test_sample.json")
+    assert (len(train), len(test)) == (600, 300)
+    first = train[0]
+    assert first.question.startswith("Premise: This church choir sings to the masses")
+    assert "\nHypothesis: The church has cracks in the ceiling." in first.question
+    assert (first.gold, first.answer_type, first.choices) == (
+        "neutral",
+        "choice",
+        ["entailment", "neutral", "contradiction"],
+    )
+    assert (
+        first.metadata["index"] == 0 and first.metadata["split"] == "train" and len(first.metadata["explanations"]) == 3
+    )
+    assert not {p.id for p in train} & {p.id for p in test}
+    assert {p.gold for p in test} == {"entailment", "neutral", "contradiction"}
+
+
+def test_esnli_label_must_be_0_1_or_2(tmp_path: Path) -> None:
+    bad = tmp_path / "esnli_test.json"
+    bad.write_text(json.dumps({"premise": "p", "hypothesis": "h", "label": 3}) + "\n")
+    with pytest.raises(DataError, match=r"esnli_test.json:1: field 'label': expected 0, 1 or 2, got 3"):
+        load_problems("esnli", bad)
 
 
 def test_cqa_exemplars() -> None:
@@ -371,10 +398,10 @@ def test_gsm8k_line_without_final_answer(tmp_path: Path) -> None:
 
 def test_unknown_format_suggests_the_closest() -> None:
     assert data_error("gsm9k", "x.jsonl") == (
-        "unknown format 'gsm9k'; choose one of: cqa, csv, gsm8k, jsonl, strategyqa, svamp (did you mean 'gsm8k'?)"
+        "unknown format 'gsm9k'; choose one of: cqa, csv, esnli, gsm8k, jsonl, strategyqa, svamp (did you mean 'gsm8k'?)"
     )
     assert data_error("parquet", "x.parquet") == (
-        "unknown format 'parquet'; choose one of: cqa, csv, gsm8k, jsonl, strategyqa, svamp"
+        "unknown format 'parquet'; choose one of: cqa, csv, esnli, gsm8k, jsonl, strategyqa, svamp"
     )
 
 

@@ -53,6 +53,24 @@ def test_palm_rationales_flow_into_the_store(tmp_path: Path) -> None:
     assert 8 <= correct < 16  # PaLM is wrong about a quarter of the time: the filters have work to do
 
 
+def test_palm_esnli_rationales_cut_at_the_invented_premise(tmp_path: Path) -> None:
+    esnli = ROOT / "data" / "esnli"
+    code, output = _run(
+        *("--input", str(esnli / "train_sample.json"), "--format", "esnli", "--limit", "40"),
+        *("--teacher", "replay", "--replay", str(esnli / "palm_train_sample.json"), "--model", "palm-540b"),
+        *("--template", "few-shot-cot-esnli", "--out", str(tmp_path / "run")),
+    )
+    assert code == 0, output
+    rows = _rows(tmp_path / "run")
+    assert len(rows) == 40
+    second = rows[1]  # pair 1: "This church choir sings …" / "The church is filled with song."
+    assert second["text"] == "The church choir is singing joyous songs from the book.\nAnswer: entailment"
+    assert second["answer"] == "entailment" == second["gold"]
+    assert not any("Premise:" in r["text"] for r in rows)  # PaLM's invented next pair is cut off
+    assert all(r["answer"] in ("entailment", "neutral", "contradiction") for r in rows)
+    assert 24 <= sum(r["answer"] == r["gold"] for r in rows) < 40  # PaLM is right on ~74 % of them
+
+
 def test_palm_folder_with_shards_when_the_shared_data_is_here(tmp_path: Path) -> None:
     if not SHARED_LLM.exists():
         return

@@ -5,8 +5,9 @@ Two recordings are understood:
 
 * Distilling Step-by-Step's PaLM files: JSON arrays of completion strings, ``{split}_CoT_{i}.json``,
   where element j of shard i belongs to example ``i*1000 + j`` of the split (the ``cqa`` loader
-  keeps that position as ``metadata.index`` and the split as ``metadata.split``). Give the folder,
-  one array file, or a glob. PaLM goes on to invent a next ``Q:`` turn; it is cut off.
+  keeps that position as ``metadata.index`` and the split as ``metadata.split``; e-SNLI's shards hold
+  5,500, which concatenating the shards in order respects). Give the folder, one array file, or a glob.
+  PaLM goes on to invent a next ``Q:`` / ``Premise:`` turn; it is cut off.
 * An OpenAI Batch API output JSONL (``{custom_id, response: {status_code, body}, error}``), where
   ``custom_id`` is cotfactory's request key, or a problem id (the n-th line or choice of a problem
   answers its sample_index n).
@@ -28,7 +29,8 @@ from cotfactory.records import Request, Sample
 from cotfactory.teachers.base import Teacher
 
 _SHARD = re.compile(r"_(\d+)\.json$")
-PALM_CUT = "\n\nQ:"
+# PaLM goes on to invent the next few-shot turn: "\n\nQ:" (CommonsenseQA) or "\n\nPremise:" (e-SNLI)
+PALM_CUT = re.compile(r"\n\n(?:Q|Premise):")
 
 
 class ReplayTeacher(Teacher):
@@ -113,7 +115,7 @@ class ReplayTeacher(Teacher):
         completions = self._dss_completions(str(metadata.get("split", "")))
         if request.sample_index != 0 or not 0 <= int(index) < len(completions):
             return None
-        return completions[int(index)].split(PALM_CUT)[0].strip()
+        return PALM_CUT.split(completions[int(index)], maxsplit=1)[0].strip()
 
     async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
         for request in requests:
