@@ -328,6 +328,7 @@ def train_student(
     grad_accum: Annotated[int | None, typer.Option(help=_tdesc("grad_accum"))] = None,
     max_source_length: Annotated[int | None, typer.Option(help=_tdesc("max_source_length"))] = None,
     max_target_length: Annotated[int | None, typer.Option(help=_tdesc("max_target_length"))] = None,
+    max_answer_cut: Annotated[float | None, typer.Option(help=_tdesc("max_answer_cut"))] = None,
     group_by_length: Annotated[
         bool | None, typer.Option("--group-by-length/--no-group-by-length", help=_tdesc("group_by_length"))
     ] = None,
@@ -358,6 +359,7 @@ def train_student(
         grad_accum=grad_accum,
         max_source_length=max_source_length,
         max_target_length=max_target_length,
+        max_answer_cut=max_answer_cut,
         group_by_length=group_by_length,
         seed=seed,
         save_steps=save_steps,
@@ -385,7 +387,13 @@ def train_student(
 @app.command("eval")
 @user_errors
 def eval_command(
-    folder: Annotated[str, typer.Argument(help="A folder made by `cotfactory train-student`.")],
+    folder: Annotated[
+        str,
+        typer.Argument(
+            help="A folder made by `cotfactory train-student`, or a model (embedded, folder, .gguf) to evaluate "
+            "untrained in the label-only format (needs --out)."
+        ),
+    ],
     input: Annotated[str, typer.Option(help="Held-out problems.")],
     format: Annotated[str, typer.Option(help="Loader of the problems.")] = "jsonl",
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N problems.")] = None,
@@ -393,6 +401,19 @@ def eval_command(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens a student may write.")] = 256,
     answer_type: Annotated[str | None, typer.Option(help="Generic jsonl/csv: answer type.")] = None,
     out: Annotated[str | None, typer.Option(help="predictions.jsonl path (default FOLDER/predictions.jsonl).")] = None,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain/--no-explain", help="step-by-step: also write each rationale on request (explain:)."),
+    ] = True,
+    lm_eval: Annotated[
+        str | None,
+        typer.Option(
+            "--lm-eval",
+            metavar="DIR",
+            help="Also write an lm-evaluation-harness task over the same problems, in the student's prompt "
+            "format, to DIR, with the lm_eval command that cross-checks this evaluation.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a student: accuracy, predictions.jsonl, and rationale/answer agreement."""
     from cotfactory.students.evaluate import run_eval
@@ -400,14 +421,18 @@ def eval_command(
     for flag, value in (("--limit", limit), ("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
-    result = run_eval(folder, format, input, limit, batch_size, max_new_tokens, out, answer_type)
-    agreement = (
-        ""
-        if result.rationale_agreement is None
-        else (f"; rationale reaches its answer {result.rationale_agreement:.1%}")
-    )
-    out_console.print(f"{result.method}: accuracy {result.correct}/{result.total} = {result.accuracy:.3f}{agreement}")
+    result = run_eval(folder, format, input, limit, batch_size, max_new_tokens, out, answer_type, explain)
+    for line in result.lines():
+        out_console.print(line, highlight=False, soft_wrap=True)
     err.print(f"predictions: {result.predictions_path}", soft_wrap=True)
+    if lm_eval is not None:
+        from cotfactory.problems import load_problems
+        from cotfactory.students.lm_eval_tasks import read_manifest, shell_command, write_lm_eval_tasks
+
+        problems = load_problems(format, input, limit=limit, answer_type=answer_type)
+        manifest = read_manifest(write_lm_eval_tasks(folder, problems, lm_eval, max_new_tokens=max_new_tokens))
+        err.print(f"lm-eval task '{manifest['task']}': {manifest['include_path']}; cross-check with:", soft_wrap=True)
+        err.print(shell_command(manifest), soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command("run")
@@ -431,6 +456,10 @@ def run_command(
     with _store_errors(config.out):
         outcome = run_pipeline(config, err)
     ran = [name for name, what in outcome if what == "ran"]
+    from cotfactory.pipeline import student_summaries
+
+    for line in student_summaries(config):
+        out_console.print(line, highlight=False, soft_wrap=True)
     err.print(
         f"{config.name}: {len(ran)} stage(s) ran, {len(outcome) - len(ran)} unchanged; run directory {config.out}",
         soft_wrap=True,

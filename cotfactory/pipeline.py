@@ -30,6 +30,7 @@ from cotfactory.store import remove_stale_temporaries
 from cotfactory.students.config import TrainConfig
 
 STATE_FILE = "pipeline.json"
+UNTRAINED = "untrained"  # students/NAME/untrained/: the base model scored before training
 
 
 class EvalSection(BaseModel):
@@ -43,6 +44,12 @@ class EvalSection(BaseModel):
     answer_type: str | None = Field(None, description="Generic jsonl/csv: answer type.")
     batch_size: int = Field(16, ge=1, description="Prompts generated together.")
     max_new_tokens: int = Field(256, ge=1, description="Tokens a student may write.")
+    untrained: bool = Field(
+        False,
+        description="Also score each student's base model untrained (label-only format) on the same problems, "
+        "into students/NAME/untrained/: the student's 'before'.",
+    )
+    explain: bool = Field(True, description="step-by-step: also write each rationale on request (explain:).")
 
 
 class StudentSection(TrainConfig):
@@ -189,7 +196,10 @@ def plan_stages(config: PipelineConfig, console: Console) -> list[Stage]:
                     f"eval:{student.name}",
                     eval_print,
                     _evaluator(student, ev, console),
-                    lambda s=student: (Path(s.out) / "eval.json").exists(),
+                    lambda s=student, ev=ev: (
+                        (Path(s.out) / "eval.json").exists()
+                        and (not ev.untrained or (Path(s.out) / UNTRAINED / "eval.json").exists())
+                    ),
                 )
             )
     if config.report:
@@ -269,13 +279,60 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
         from cotfactory.students.evaluate import run_eval
 
         result = run_eval(
-            student.out, ev.format, ev.input, ev.limit, ev.batch_size, ev.max_new_tokens, answer_type=ev.answer_type
+            student.out,
+            ev.format,
+            ev.input,
+            ev.limit,
+            ev.batch_size,
+            ev.max_new_tokens,
+            answer_type=ev.answer_type,
+            explain=ev.explain,
         )
-        console.print(
-            f"eval {student.name} ({result.method}): accuracy {result.correct}/{result.total} = {result.accuracy:.3f}"
-        )
+        for line in result.lines():
+            console.print(f"eval {student.name}: {line}", highlight=False, soft_wrap=True)
+        if ev.untrained:
+            before = run_eval(
+                student.student,
+                ev.format,
+                ev.input,
+                ev.limit,
+                ev.batch_size,
+                ev.max_new_tokens,
+                out=str(Path(student.out) / UNTRAINED / "predictions.jsonl"),
+                answer_type=ev.answer_type,
+            )
+            for line in before.lines():
+                console.print(f"eval {student.name}: {line}", highlight=False, soft_wrap=True)
 
     return run
+
+
+def student_summaries(config: PipelineConfig) -> list[str]:
+    """One line per evaluated student: held-out accuracy before (untrained) and after training, each
+    with its 95 % interval — the choice-ranking accuracy where the problems are multiple choice."""
+    from cotfactory.stats import format_accuracy
+
+    lines = []
+    for student in config.students:
+        after = _read_eval(Path(student.out) / "eval.json")
+        if after is None:
+            continue
+        kind = "ranked" if "ranked_correct" in after else ""
+        key = f"{kind}_correct" if kind else "correct"
+        how = " (choices ranked by log-likelihood)" if kind else ""
+        text = f"{student.name} ({after['method']}){how}: after training {format_accuracy(after[key], after['total'])}"
+        before = _read_eval(Path(student.out) / UNTRAINED / "eval.json")
+        if before is not None and key in before:
+            text += f"; untrained {format_accuracy(before[key], before['total'])}"
+        lines.append(text)
+    return lines
+
+
+def _read_eval(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _report(run_dir: Path, console: Console) -> None:

@@ -38,8 +38,13 @@ def _examples(method: str, records: list[TeachingRecord], causal: bool = True, a
 
 
 def test_exact_example_strings() -> None:
-    assert _examples("label-only", [RECORD, RECORD]) == [("label", Q, "", "7", 1.0)]
+    assert _examples("label-only", [RECORD, RECORD]) == [("label", f"{Q}\nAnswer:", "", " 7", 1.0)]
+    assert _examples("label-only", [RECORD], causal=False) == [("label", Q, "", "7", 1.0)]
     assert _examples("step-by-step", [RECORD], alpha=0.3) == [
+        ("label", f"predict: {Q}\nAnswer:", "", " 7", 0.3),
+        ("rationale", f"explain: {Q}\nExplanation:", "", " 3 + 4 = 7.", 0.7),
+    ]
+    assert _examples("step-by-step", [RECORD], causal=False, alpha=0.3) == [
         ("label", f"predict: {Q}", "", "7", 0.3),
         ("rationale", f"explain: {Q}", "", "3 + 4 = 7.", 0.7),
     ]
@@ -61,7 +66,7 @@ def test_exact_example_strings() -> None:
         ("counterfactual", f"[counterfactual] {Q}", "3 + 5 = 8. So the answer is ", "8", 0.5),
     ]
     choice = TeachingRecord(problem_id="c", question="Where?", answer="zoo", choices=["park", "zoo"])
-    assert _examples("label-only", [choice])[0][1] == "Where?\nAnswer Choices: (a) park (b) zoo"
+    assert _examples("label-only", [choice])[0][1] == "Where?\nAnswer Choices: (a) park (b) zoo\nAnswer:"
 
 
 def test_socratic_without_sub_answers_and_parsing() -> None:
@@ -223,6 +228,7 @@ class FakeStudent:
     """Stands for a model: replies from a script, so the readers and scoring can be checked exactly."""
 
     causal = True
+    explain = True
 
     def __init__(self, replies: dict[str, str]):
         self.replies = replies

@@ -29,6 +29,12 @@ class TrainConfig(BaseModel):
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_source_length: int = Field(512, ge=8, description="Prompt tokens kept (the end of longer prompts).")
     max_target_length: int = Field(256, ge=2, description="Written tokens kept.")
+    max_answer_cut: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Refuse to train when more than this share of examples would lose their answer to truncation.",
+    )
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
     seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
     save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (for --resume).")

@@ -16,6 +16,27 @@ from cotfactory.students.records import TeachingRecord, format_question
 
 Method = Literal["label-only", "step-by-step", "finetune-cot", "socratic", "socratic-unified", "scott"]
 COT_SEPARATOR = " --> "
+# A causal student reads its answer after a cue and writes it after a space, as lm-eval's multiple-choice
+# tasks score it (context + " " + choice); without the cue the answer runs on from the question's last
+# word, a format a pretrained model has never seen. Seq2seq students keep the papers' bare targets.
+ANSWER_CUE = "\nAnswer:"
+EXPLANATION_CUE = "\nExplanation:"
+
+
+def label_source(question: str, choices: list[str] | None, causal: bool, prefix: str = "") -> str:
+    """What a student reads before writing a bare answer (label-only, step-by-step's `predict:`)."""
+    text = prefix + format_question(question, choices)
+    return text + ANSWER_CUE if causal else text
+
+
+def label_target(answer: str, causal: bool) -> str:
+    return f" {answer}" if causal else answer
+
+
+def explain_source(question: str, choices: list[str] | None, causal: bool) -> str:
+    """What a step-by-step student reads before writing its rationale on request (`explain:`)."""
+    text = "explain: " + format_question(question, choices)
+    return text + EXPLANATION_CUE if causal else text
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,7 @@ class TrainingExample:
     context: str = ""
     weight: float = 1.0
     problem_id: str = ""
+    sample_key: str = ""  # the teacher sample this example was made from (lineage); "" for dataset rationales
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,13 @@ def label_only(records: list[TeachingRecord], settings: MethodSettings) -> list[
     for r in _factual(records):
         seen.setdefault(
             r.problem_id,
-            TrainingExample("label", format_question(r.question, r.choices), r.answer, problem_id=r.problem_id),
+            TrainingExample(
+                "label",
+                label_source(r.question, r.choices, settings.causal),
+                label_target(r.answer, settings.causal),
+                problem_id=r.problem_id,
+                sample_key=r.sample_key or "",
+            ),
         )
     return list(seen.values())
 
@@ -77,14 +105,26 @@ def step_by_step(records: list[TeachingRecord], settings: MethodSettings) -> lis
     loss = alpha · L_label + (1 − alpha) · L_rationale."""
     examples = []
     for r in _factual(records):
-        question = format_question(r.question, r.choices)
+        key = r.sample_key or ""
         examples.append(
-            TrainingExample("label", f"predict: {question}", r.answer, weight=settings.alpha, problem_id=r.problem_id)
+            TrainingExample(
+                "label",
+                label_source(r.question, r.choices, settings.causal, "predict: "),
+                label_target(r.answer, settings.causal),
+                weight=settings.alpha,
+                problem_id=r.problem_id,
+                sample_key=key,
+            )
         )
         if r.rationale:
             examples.append(
                 TrainingExample(
-                    "rationale", f"explain: {question}", r.rationale, weight=1 - settings.alpha, problem_id=r.problem_id
+                    "rationale",
+                    explain_source(r.question, r.choices, settings.causal),
+                    label_target(r.rationale, settings.causal),
+                    weight=1 - settings.alpha,
+                    problem_id=r.problem_id,
+                    sample_key=key,
                 )
             )
     return examples
@@ -101,12 +141,22 @@ def finetune_cot(records: list[TeachingRecord], settings: MethodSettings) -> lis
         if settings.causal:
             examples.append(
                 TrainingExample(
-                    "cot", f"{question} ###", f" {r.rationale}{COT_SEPARATOR}{r.answer}", problem_id=r.problem_id
+                    "cot",
+                    f"{question} ###",
+                    f" {r.rationale}{COT_SEPARATOR}{r.answer}",
+                    problem_id=r.problem_id,
+                    sample_key=r.sample_key or "",
                 )
             )
         else:
             examples.append(
-                TrainingExample("cot", question, f"{r.rationale}{COT_SEPARATOR}{r.answer}", problem_id=r.problem_id)
+                TrainingExample(
+                    "cot",
+                    question,
+                    f"{r.rationale}{COT_SEPARATOR}{r.answer}",
+                    problem_id=r.problem_id,
+                    sample_key=r.sample_key or "",
+                )
             )
     return examples
 

@@ -31,6 +31,7 @@ class TeachingRecord(BaseModel):
     subquestions: list[tuple[str, str | None]] | None = Field(
         None, description="Socratic (sub-question, sub-answer) pairs; sub-answers may be unknown."
     )
+    sample_key: str | None = Field(None, description="The teacher sample's request key (lineage), when from a run.")
 
 
 def parse_subquestions(text: str) -> list[tuple[str, str]]:
@@ -68,6 +69,7 @@ def records_from_rows(rows: list[dict[str, Any]], source: str) -> list[TeachingR
                 choices=row.get("choices"),
                 mode=row.get("mode") or "sample",
                 subquestions=subquestions,
+                sample_key=row.get("key"),
             )
         )
     return records

@@ -18,8 +18,9 @@ from rich.console import Console
 
 from cotfactory.errors import ConfigError
 from cotfactory.export import write_json_atomic, write_text_atomic
+from cotfactory.students import preflight
 from cotfactory.students.config import TrainConfig
-from cotfactory.students.examples import MethodSettings, build_examples
+from cotfactory.students.examples import MethodSettings, TrainingExample, build_examples
 from cotfactory.students.features import MultitaskCollator, encode_example
 from cotfactory.students.models import is_scratch, load_student
 from cotfactory.students.records import load_records
@@ -27,6 +28,7 @@ from cotfactory.students.trainer import MetricsFile, MultitaskTrainer
 
 STUDENT_FILE = "student.json"
 METRICS_FILE = "metrics.jsonl"
+EXAMPLES_FILE = "examples.jsonl"  # what the student learned from, each with its teacher sample's key
 
 
 @dataclass
@@ -55,6 +57,13 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         encode_example(e, tokenizer, causal, task_ids, config.max_source_length, config.max_target_length)
         for e in examples
     ]
+    limit = preflight.context_limit_of(model, causal)
+    lengths = preflight.measure(
+        examples, features, tokenizer, config.max_source_length, config.max_target_length, limit
+    )
+    preflight.check(lengths, config.max_answer_cut, config.max_target_length, limit)
+    for line in lengths.lines(config.max_source_length, config.max_target_length):
+        console.print(line, highlight=False, soft_wrap=True)
     if config.lora_r > 0:
         model = _with_lora(model, config, causal)
     out = Path(config.out)
@@ -101,6 +110,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
+    _write_examples(out / EXAMPLES_FILE, examples)
     counts = {name: sum(e.task == name for e in examples) for name in task_names}
     return TrainResult(out, len(examples), counts, output.global_step, output.training_loss)
 
@@ -188,6 +198,12 @@ def _save(
             "config": config.model_dump(),
         },
     )
+
+
+def _write_examples(path: Path, examples: list[TrainingExample]) -> None:
+    from cotfactory.export import write_jsonl_atomic
+
+    write_jsonl_atomic(path, (dataclasses.asdict(e) for e in examples))
 
 
 def read_student(folder: str | Path) -> dict[str, Any]:
