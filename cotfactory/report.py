@@ -1,4 +1,5 @@
-"""``report/``: one self-contained HTML page with plots of a run — funnel, agreement, scores, yield, students.
+"""``report/``: one self-contained HTML page with plots of a run — funnel, agreement, scores, yield, students,
+and where each student fails next to what it learned from (``lineage.py``).
 
 ``write_report(run_dir)`` reads what the run directory holds (``samples.jsonl`` and the store are required;
 ``funnel.json``, ``filtered.jsonl`` and ``students/*/`` are shown when present), gathers every number it
@@ -22,11 +23,13 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cotfactory import lineage
 from cotfactory.answers import answers_match
 from cotfactory.errors import ConfigError, DataError
 from cotfactory.export import SAMPLES_FILE, read_jsonl, write_json_atomic
 from cotfactory.filtering import FILTERED_FILE, FUNNEL_FILE
 from cotfactory.records import Problem, Verdict
+from cotfactory.stats import wilson_interval
 from cotfactory.store import Store
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ JSON_FILE = "report.json"
 STUDENTS_DIR = "students"
 EXAMPLES_PER_KIND = 3
 EXAMPLE_CHARS = 600
+UNTRAINED_DIR = "untrained"  # students/NAME/untrained/: the base model, untrained, on the same problems
 
 
 # --- entry point ------------------------------------------------------------------------------------------
@@ -90,6 +94,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
         "yield_by_temperature": _yield_by_temperature(rows, problems),
         "students": students,
         "examples": _examples(rows, verdicts),
+        "errors": _errors(run_dir, rows, verdicts),
     }
 
 
@@ -202,23 +207,113 @@ def _yield_by_temperature(rows: list[dict[str, Any]], problems: dict[str, Proble
 
 
 def _read_students(run_dir: Path) -> list[dict[str, Any]]:
-    """Each ``students/<name>/`` with its method, loss curves (metrics.jsonl) and eval.json."""
+    """Each ``students/<name>/`` with its method, loss curves (metrics.jsonl), eval.json and, when the base
+    model was scored too, ``untrained/eval.json`` (the "before"; a folder inside the student's, not a student)."""
     folder = run_dir / STUDENTS_DIR
     if not folder.is_dir():
         return []
     students = []
     for path in sorted(p for p in folder.iterdir() if p.is_dir()):
         info = _read_json(path / "student.json") if (path / "student.json").exists() else {}
-        evaluation = _read_json(path / "eval.json") if (path / "eval.json").exists() else None
+        evaluation = _read_optional_json(path / "eval.json")
+        untrained = _read_optional_json(path / UNTRAINED_DIR / "eval.json")
         metrics = _read_optional_jsonl(path / "metrics.jsonl") or []
         method = (evaluation or {}).get("method") or info.get("method")
-        eval_numbers = (
-            {key: evaluation.get(key) for key in ("total", "correct", "accuracy", "rationale_agreement")}
-            if evaluation
-            else None
+        students.append(
+            {
+                "name": path.name,
+                "method": method,
+                "loss": _loss_series(metrics),
+                "eval": _eval_numbers(evaluation) if evaluation else None,
+                "untrained": _eval_numbers(untrained) if untrained else None,
+            }
         )
-        students.append({"name": path.name, "method": method, "loss": _loss_series(metrics), "eval": eval_numbers})
     return students
+
+
+def _read_optional_json(path: Path) -> Any:
+    return _read_json(path) if path.exists() else None
+
+
+def _eval_numbers(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """eval.json's accuracies, each with its 95 % Wilson interval (computed from the counts when an older
+    eval.json lacks it); the ranked (log-likelihood) accuracies only when the file has them."""
+    numbers = {
+        key: evaluation.get(key)
+        for key in ("total", "correct", "accuracy", "rationale_agreement", "rationale_accuracy")
+    }
+    numbers["interval"] = _interval(evaluation, "", numbers["correct"], numbers["total"])
+    for name in ("ranked", "ranked_norm"):
+        correct = evaluation.get(f"{name}_correct")
+        if correct is None:
+            continue
+        total = numbers["total"]
+        numbers[f"{name}_correct"] = correct
+        numbers[f"{name}_accuracy"] = evaluation.get(f"{name}_accuracy", correct / total if total else 0.0)
+        numbers[f"{name}_interval"] = _interval(evaluation, f"{name}_", correct, total)
+    return numbers
+
+
+def _interval(evaluation: dict[str, Any], prefix: str, correct: Any, total: Any) -> list[float] | None:
+    stored = evaluation.get(f"{prefix}interval")
+    if stored is not None:
+        return [float(bound) for bound in stored]
+    if isinstance(correct, int) and isinstance(total, int) and 0 <= correct <= total:
+        return list(wilson_interval(correct, total))
+    return None
+
+
+def _errors(run_dir: Path, rows: list[dict[str, Any]], verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    """Per student with a lineage: its first wrong held-out problems, each with the nearest training examples
+    traced to their teacher samples and verdicts (texts truncated like the example views)."""
+    folders = lineage.students_with_lineage(run_dir)
+    if not folders:
+        return []
+    teacher = lineage.TeacherIndex.from_rows(rows, verdicts, run_dir)
+    traced = (lineage.trace_student(folder, teacher) for folder in folders)
+    return [_student_errors_json(t) for t in traced if t is not None]
+
+
+def _student_errors_json(errors: lineage.StudentErrors) -> dict[str, Any]:
+    return {
+        "student": errors.student,
+        "total": errors.total,
+        "wrong": errors.wrong,
+        "ranked_wrong": errors.ranked_wrong,
+        "examples": errors.examples,
+        "failures": [
+            {
+                "problem_id": f.prediction.problem_id,
+                "question": f.prediction.question,
+                "choices": list(f.prediction.choices) if f.prediction.choices else None,
+                "gold": f.prediction.gold,
+                "prediction": f.prediction.prediction,
+                "rationale": _truncate(f.prediction.rationale),
+                "ranked": f.prediction.ranked,
+                "ranked_correct": f.prediction.ranked_correct,
+                "in_training": f.in_training,
+                "neighbours": [_neighbour_json(n) for n in f.neighbours],
+            }
+            for f in errors.failures
+        ],
+    }
+
+
+def _neighbour_json(neighbour: lineage.Neighbour) -> dict[str, Any]:
+    example, sample = neighbour.example, neighbour.sample
+    return {
+        "similarity": round(neighbour.similarity, 4),
+        "same_problem": neighbour.same_problem,
+        "problem_id": example.problem_id,
+        "task": example.task,
+        "source": _truncate(example.source),
+        "target": _truncate(example.target),
+        "sample_key": example.sample_key,
+        "sample": None
+        if sample is None
+        else {"text": _truncate(sample.text), "answer": sample.answer, "temperature": sample.temperature},
+        "verdicts": [{"filter": v.filter, "kept": v.kept, "reason": v.reason} for v in neighbour.verdicts],
+    }
 
 
 def _loss_series(metrics: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
@@ -380,17 +475,39 @@ def plot_loss(figure: Figure, name: str, series: dict[str, dict[str, list[float]
 
 
 def plot_accuracy(figure: Figure, students: list[dict[str, Any]]) -> Figure:
+    """Accuracy per student with its 95 % interval; the untrained base model's beside it when scored."""
     ax = figure.add_subplot()
     evaluated = [s for s in students if s["eval"]]
-    labels = [f"{s['name']}\n({s['method']})" for s in evaluated]
-    values = [s["eval"]["accuracy"] or 0.0 for s in evaluated]
-    bars = ax.bar(labels, values, color="#dd8452")
-    for bar, value in zip(bars, values, strict=True):
-        ax.annotate(f"{value:.3f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("accuracy")
+    before = any(s.get("untrained") for s in evaluated)
+    width = 0.38 if before else 0.6
+    positions = list(range(len(evaluated)))
+    series = [("after (trained)", "eval", "#dd8452", width / 2 if before else 0.0)]
+    if before:
+        series.insert(0, ("before (untrained)", "untrained", "#8c8c8c", -width / 2))
+    for label, field, color, offset in series:
+        shown = [(x + offset, s[field]) for x, s in zip(positions, evaluated, strict=True) if s.get(field)]
+        xs = [x for x, _ in shown]
+        values = [numbers["accuracy"] or 0.0 for _, numbers in shown]
+        errors = [_error_bar(numbers) for _, numbers in shown]
+        ax.bar(xs, values, width=width, color=color, label=label)
+        ax.errorbar(xs, values, yerr=list(zip(*errors, strict=True)) or None, fmt="none", ecolor="#333", capsize=3)
+        for x, value, (_, high) in zip(xs, values, errors, strict=True):
+            ax.annotate(f"{value:.3f}", (x, value + high), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(positions, [f"{s['name']}\n({s['method']})" for s in evaluated])
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("accuracy (95 % interval)")
     ax.set_title("eval accuracy per student")
+    if before:
+        ax.legend(fontsize=8)
     return figure
+
+
+def _error_bar(numbers: dict[str, Any]) -> tuple[float, float]:
+    """Distances from the accuracy down to and up to its interval's bounds (0 without an interval)."""
+    accuracy, interval = numbers["accuracy"] or 0.0, numbers.get("interval")
+    if not interval:
+        return (0.0, 0.0)
+    return (max(0.0, accuracy - interval[0]), max(0.0, interval[1] - accuracy))
 
 
 # --- the page ---------------------------------------------------------------------------------------------
@@ -411,6 +528,14 @@ figcaption { color: #555; font-size: 0.9em; }
 .example .meta { color: #555; font-size: 0.9em; }
 .example pre { white-space: pre-wrap; word-wrap: break-word; font-family: inherit; margin: 0.4em 0 0; }
 .reason { font-weight: 600; }
+.failure { border-left: 4px solid #c44e52; padding: 0.3em 0.9em; margin: 1.2em 0; }
+.failure .meta { color: #555; font-size: 0.9em; }
+.failure pre, .neighbour pre { white-space: pre-wrap; word-wrap: break-word; font-family: inherit; margin: 0.3em 0; }
+.neighbour { border-left: 4px solid #4c72b0; background: #f6f8fc; padding: 0.4em 0.9em; margin: 0.6em 0 0.6em 1em; }
+.neighbour .meta { color: #555; font-size: 0.9em; }
+.verdicts { margin: 0.2em 0; padding-left: 1.2em; font-size: 0.9em; }
+.dropped-verdict { color: #c44e52; }
+.warning { color: #c44e52; font-weight: 600; }
 """
 
 
@@ -425,6 +550,7 @@ def render_html(numbers: dict[str, Any]) -> str:
         _yield_html(numbers),
         _students_html(numbers),
         _examples_html(numbers["examples"]),
+        _errors_html(numbers["errors"]),
     ]
     body = "\n".join(section for section in sections if section)
     return f"""<!DOCTYPE html>
@@ -529,18 +655,38 @@ def _students_html(numbers: dict[str, Any]) -> str:
     students = numbers["students"]
     if not students:
         return ""
+    before = any(s.get("untrained") for s in students)
+    ranked = any("ranked_correct" in (s.get(field) or {}) for s in students for field in ("eval", "untrained"))
+    columns: list[tuple[str, str, str]] = []  # (header, "eval" or "untrained", accuracy prefix)
+    for prefix, name in [("", "accuracy")] + ([("ranked_", "ranked by log-likelihood")] if ranked else []):
+        if before:
+            columns.append((f"{name}: before (untrained)", "untrained", prefix))
+        columns.append((f"{name}: after (trained)" if before else name, "eval", prefix))
     rows = [
         [escape(s["name"]), _fmt(s["method"])]
-        + (
-            [_fmt(s["eval"][k]) for k in ("total", "correct", "accuracy", "rationale_agreement")]
-            if s["eval"]
-            else ["–"] * 4
-        )
+        + [_fmt_accuracy(s.get(field), prefix) for _, field, prefix in columns]
+        + [_fmt((s["eval"] or {}).get("rationale_agreement"))]
         for s in students
     ]
-    table = _table(["student", "method", "total", "correct", "accuracy", "rationale agreement"], rows)
+    header = ["student", "method", *(escape(h) for h, _, _ in columns), "rationale agreement"]
+    table = _table(header, rows)
+    note = (
+        '<p class="sub">correct/total = accuracy [95 % Wilson interval] on the held-out problems; '
+        "before: the base model untrained, on the same problems.</p>"
+    )
+    caption = "Eval accuracy per student, with 95 % intervals" + ("; untrained beside trained." if before else ".")
     losses = "".join(_img_html(s["plot"], f"Training loss per task: {s['name']}") for s in students if s.get("plot"))
-    return "<h2>Students</h2>\n" + table + _figure_html(numbers, "accuracy", "Eval accuracy per student.") + losses
+    return "<h2>Students</h2>\n" + table + note + _figure_html(numbers, "accuracy", caption) + losses
+
+
+def _fmt_accuracy(numbers: dict[str, Any] | None, prefix: str = "") -> str:
+    """'11/16 = 0.688 [0.444, 0.858]' (the format of ``stats.format_accuracy``); '–' when not measured."""
+    if not numbers or numbers.get(f"{prefix}correct") is None:
+        return "–"
+    correct, total = numbers[f"{prefix}correct"], numbers["total"]
+    accuracy, interval = numbers.get(f"{prefix}accuracy"), numbers.get(f"{prefix}interval")
+    text = f"{_fmt(correct)}/{_fmt(total)} = {_fmt(accuracy)}"
+    return text + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 def _examples_html(examples: dict[str, list[dict[str, Any]]]) -> str:
@@ -564,6 +710,84 @@ def _example_html(example: dict[str, Any], kind: str) -> str:
         f" · temperature {_fmt_temperature(example['temperature'])}</div>"
         f"<p><b>Q:</b> {escape(example['question'])}</p>"
         f"<pre>{escape(example['rationale'])}</pre></div>"
+    )
+
+
+def _errors_html(errors: list[dict[str, Any]]) -> str:
+    if not errors:
+        return ""
+    parts = [
+        "<h2>Where the student fails, and what it learned from</h2>",
+        '<p class="sub">Each student\'s first wrong held-out problems, each followed by the training examples '
+        "nearest to it (TF-IDF cosine of its question against the examples' sources, one per training problem), "
+        "traced by request key to the teacher sample they came from and every filter's verdict on it.</p>",
+    ]
+    for student in errors:
+        ranked = (
+            "" if student["ranked_wrong"] is None else f"; {student['ranked_wrong']} wrong ranked by log-likelihood"
+        )
+        parts.append(
+            f"<h3>{escape(student['student'])}: {student['wrong']} of {student['total']} wrong{ranked}</h3>"
+            f'<p class="sub">{len(student["failures"])} shown; {student["examples"]} training examples searched.</p>'
+        )
+        parts.extend(_failure_html(f) for f in student["failures"])
+        if not student["failures"]:
+            parts.append("<p>none wrong</p>")
+    return "\n".join(parts)
+
+
+def _failure_html(failure: dict[str, Any]) -> str:
+    ranked = ""
+    if failure["ranked_correct"] is not None:
+        verdict = "right" if failure["ranked_correct"] else "wrong"
+        ranked = f" · ranked by log-likelihood {_fmt(failure['ranked'])} ({verdict})"
+    choices = failure["choices"] or []
+    options = " ".join(f"({'abcdefghij'[i] if i < 10 else i}) {escape(c)}" for i, c in enumerate(choices))
+    leak = (
+        '<p class="warning">This held-out problem is also among the training examples: it leaked into training.</p>'
+        if failure["in_training"]
+        else ""
+    )
+    neighbours = "".join(_neighbour_html(n, i) for i, n in enumerate(failure["neighbours"], start=1))
+    return (
+        '<div class="failure">'
+        f'<div class="meta">problem {_fmt(failure["problem_id"])} · gold {_fmt(failure["gold"])}'
+        f" · student's answer {_fmt(failure['prediction'])}{ranked}</div>"
+        f"<p><b>Q:</b> {escape(failure['question'])}</p>"
+        + (f"<p><b>Choices:</b> {options}</p>" if options else "")
+        + f"<p><b>Student's rationale:</b></p><pre>{escape(failure['rationale']) or '–'}</pre>"
+        + leak
+        + (neighbours or "<p>no training example shares a word with this question</p>")
+        + "</div>"
+    )
+
+
+def _neighbour_html(neighbour: dict[str, Any], rank: int) -> str:
+    which = "the same problem" if neighbour["same_problem"] else f"nearest #{rank}"
+    sample = neighbour["sample"]
+    if sample is not None:
+        same = sample["text"].strip() == neighbour["target"].strip()
+        teacher = (
+            f'<div class="meta">teacher sample {_fmt(neighbour["sample_key"])} · answer {_fmt(sample["answer"])}'
+            f" · temperature {_fmt_temperature(sample['temperature'])}"
+            + (" · its text is the target above</div>" if same else f"</div><pre>{escape(sample['text'])}</pre>")
+        )
+    elif neighbour["sample_key"]:
+        teacher = f'<div class="meta">teacher sample {_fmt(neighbour["sample_key"])}: not found in this run</div>'
+    else:
+        teacher = '<div class="meta">from the dataset, not from a teacher sample</div>'
+    verdicts = "".join(
+        f'<li class="{"kept" if v["kept"] else "dropped-verdict"}">{escape(v["filter"])}: '
+        f"{'kept' if v['kept'] else 'dropped, ' + escape(v['reason'])}</li>"
+        for v in neighbour["verdicts"]
+    )
+    return (
+        '<div class="neighbour">'
+        f'<div class="meta">{which} · similarity {neighbour["similarity"]:.3f}'
+        f" · problem {_fmt(neighbour['problem_id'])} · task {_fmt(neighbour['task'])}</div>"
+        f"<p><b>Trained on:</b> {escape(neighbour['source'])}</p>"
+        f"<p><b>Target:</b></p><pre>{escape(neighbour['target'])}</pre>"
+        f"{teacher}" + (f'<ul class="verdicts">{verdicts}</ul>' if verdicts else "") + "</div>"
     )
 
 

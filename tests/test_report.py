@@ -137,7 +137,14 @@ def test_numbers_match_the_run(run: Path, report: tuple[Path, dict]) -> None:
 
     (student,) = numbers["students"]
     assert student["method"] == "step-by-step"
-    assert student["eval"] == {k: EVAL[k] for k in ("total", "correct", "accuracy", "rationale_agreement")}
+    # an eval.json without intervals (an older eval): the 95 % Wilson interval is computed from the counts
+    assert student["eval"] == {
+        **{k: EVAL[k] for k in ("total", "correct", "accuracy", "rationale_agreement")},
+        "rationale_accuracy": None,
+        "interval": pytest.approx([0.4440, 0.8584], abs=1e-4),
+    }
+    assert student["untrained"] is None  # no students/s1/untrained/
+    assert numbers["errors"] == []  # no examples.jsonl / predictions.jsonl: no lineage, and no crash
     assert list(student["loss"]) == ["loss", "loss_label", "loss_rationale"]  # not train_loss
     for key, series in student["loss"].items():
         assert series == {"steps": [1, 2, 3], "values": [line[key] for line in METRICS[:3]]}
@@ -147,7 +154,7 @@ def test_page_shows_summary_and_examples_escaped(run: Path, report: tuple[Path, 
     html_path, numbers = report
     page = html_path.read_text(encoding="utf-8")
     assert "<code>RUN</code>" in page and "<title>cotfactory report: RUN</title>" in page
-    assert "0.688" in page  # s1's accuracy
+    assert "11/16 = 0.688 [0.444, 0.858]" in page  # s1's accuracy with its 95 % interval
     assert numbers["examples"]["kept"] and numbers["examples"]["dropped"]
     dropped = numbers["examples"]["dropped"][0]
     assert dropped["reason"] == "wrong_answer" and dropped["filter"] == "correct"
