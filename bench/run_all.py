@@ -29,6 +29,8 @@ SCRIPTS = [
     "scale",
     "train",
     "quality_synthetic",
+    "quality_real",
+    "lm_eval_agreement",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "

@@ -447,7 +447,10 @@ def run_eval(
     predictions.jsonl and eval.json (beside ``out``, default FOLDER/)."""
     problems = load_problems(format, input, limit=limit, answer_type=answer_type)
     if not is_student_folder(folder) and out is None:
-        raise ConfigError(f"{folder}: not a student folder (no student.json); give --out to evaluate it untrained")
+        raise ConfigError(
+            f"{Path(folder) / 'student.json'}: not found; train a student with `cotfactory train-student` first, "
+            "or give --out to evaluate a model untrained"
+        )
     student = Student(folder, batch_size, max_new_tokens, explain)
     method = student.info["method"]
     if method not in PREDICTORS:
