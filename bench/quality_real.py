@@ -165,6 +165,33 @@ def cell(summary: dict, kind: str) -> str:
     return f"{summary[f'{key}accuracy']:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def ranked_right(folder: Path) -> dict[str, bool]:
+    rows = (json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip())
+    return {row["problem_id"]: bool(row["ranked_correct"]) for row in rows}
+
+
+def print_paired(folder: Path) -> None:
+    """Exact McNemar tests on the same held-out problems (ranked answers): paired, so sharper than
+    comparing two intervals."""
+    from cotfactory.stats import mcnemar_p
+
+    pairs = [
+        ("label-only-filtered", "untrained"),
+        ("step-by-step-filtered", "label-only-filtered"),
+        ("finetune-cot-filtered", "label-only-filtered"),
+        ("step-by-step-filtered", "step-by-step-unfiltered"),
+        ("finetune-cot-filtered", "finetune-cot-unfiltered"),
+    ]
+    print("paired (ranked answers, same problems): A right & B wrong / B right & A wrong, exact McNemar p")
+    for a, b in pairs:
+        if not (folder / a / "predictions.jsonl").exists() or not (folder / b / "predictions.jsonl").exists():
+            continue
+        first, second = ranked_right(folder / a), ranked_right(folder / b)
+        only_a = sum(first[i] and not second[i] for i in first)
+        only_b = sum(second[i] and not first[i] for i in first)
+        print(f"  {a} vs {b}: {only_a} / {only_b}, p = {mcnemar_p(only_a, only_b):.3f}")
+
+
 def run_task(task: Task, plan: Plan, folder: Path) -> None:
     started = time.perf_counter()
     runs = make_runs(task, plan, folder)
@@ -210,6 +237,7 @@ def run_task(task: Task, plan: Plan, folder: Path) -> None:
         out = folder / f"{method}-filtered-full"
         train(runs["filtered"], method, plan, out, 0, plan.full_lr)
         show(f"{method}, filtered, full FT", evaluate(task, plan, str(out), out), time.perf_counter() - t0)
+    print_paired(folder)
     total = rows[0][1]["total"]
     print(f"held-out problems: {total}; {task.name} took {(time.perf_counter() - started) / 60:.1f} min\n", flush=True)
 

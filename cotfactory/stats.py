@@ -31,3 +31,17 @@ def format_accuracy(correct: int, total: int) -> str:
     low, high = wilson_interval(correct, total)
     accuracy = correct / total if total else 0.0
     return f"{correct}/{total} = {accuracy:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def mcnemar_p(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar test for two students scored on the same problems: the probability,
+    if neither is better, of a split of the discordant problems at least this uneven.
+
+    ``only_first``: problems the first got right and the second wrong; ``only_second`` the reverse.
+    Paired, so it sees a difference that two overlapping Wilson intervals cannot."""
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    k = min(only_first, only_second)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)

@@ -66,3 +66,13 @@ def test_shared_prefix_ranker_matches_one_forward_per_pair(tmp_path: Path) -> No
         assert score == pytest.approx(_reference(model, student, context, continuation), abs=1e-4)
     # scoring alone equals scoring in a batch
     assert student.loglikelihoods(pairs[5:6])[0] == pytest.approx(scores[5], abs=1e-5)
+
+
+def test_mcnemar_exact() -> None:
+    from cotfactory.stats import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)  # all 10 discordant one way
+    assert mcnemar_p(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 1024)  # = 0.109
+    assert mcnemar_p(8, 2) == mcnemar_p(2, 8)
