@@ -398,7 +398,8 @@ def test_gsm8k_line_without_final_answer(tmp_path: Path) -> None:
 
 def test_unknown_format_suggests_the_closest() -> None:
     assert data_error("gsm9k", "x.jsonl") == (
-        "unknown format 'gsm9k'; choose one of: cqa, csv, esnli, gsm8k, jsonl, strategyqa, svamp (did you mean 'gsm8k'?)"
+        "unknown format 'gsm9k'; choose one of: cqa, csv, esnli, gsm8k, jsonl, strategyqa, svamp "
+        "(did you mean 'gsm8k'?)"
     )
     assert data_error("parquet", "x.parquet") == (
         "unknown format 'parquet'; choose one of: cqa, csv, esnli, gsm8k, jsonl, strategyqa, svamp"
