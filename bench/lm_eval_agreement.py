@@ -46,21 +46,10 @@ def rows(path: Path) -> dict[str, dict]:
 
 
 def lm_eval_run(tasks: Path) -> dict:
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    from cotfactory.students.lm_eval_tasks import read_manifest
+    from cotfactory.students.lm_eval_tasks import read_manifest, run_lm_eval
 
     manifest = read_manifest(tasks)
-    output = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=manifest["model_args"],
-        tasks=[manifest["task"]],
-        task_manager=TaskManager(include_path=manifest["include_path"], include_defaults=False),
-        log_samples=True,
-        device="cpu",
-        batch_size=16,
-    )
+    output = run_lm_eval(manifest, batch_size=16)
     return {"manifest": manifest, "samples": output["samples"][manifest["task"]], "results": output["results"]}
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cotfactory.cli import app
 from cotfactory.problems import load_problems
 from cotfactory.records import Problem
-from cotfactory.students.lm_eval_tasks import read_manifest, write_lm_eval_tasks
+from cotfactory.students.lm_eval_tasks import read_manifest, run_lm_eval, write_lm_eval_tasks
 
 lm_eval = pytest.importorskip("lm_eval")
 
@@ -43,20 +43,6 @@ def _train(out: Path, input: Path, format: str, method: str, lora_r: int) -> Pat
     )
     run_train(config)
     return out
-
-
-def _simple_evaluate(manifest: dict) -> dict:
-    from lm_eval.tasks import TaskManager
-
-    return lm_eval.simple_evaluate(
-        model="hf",
-        model_args=manifest["model_args"],
-        tasks=[manifest["task"]],
-        task_manager=TaskManager(include_path=manifest["include_path"], include_defaults=False),
-        log_samples=True,
-        device="cpu",
-        batch_size=8,
-    )
 
 
 def _rows(path: Path) -> dict[str, dict]:
@@ -150,7 +136,7 @@ def test_lm_eval_ranks_choices_as_cotfactory_eval_does(tmp_path: Path) -> None:
     manifest = read_manifest(tasks)
     assert manifest["output_type"] == "multiple_choice" and manifest["problems"] == HELD_OUT
 
-    output = _simple_evaluate(manifest)
+    output = run_lm_eval(manifest)
     predictions = _rows(folder / "predictions.jsonl")
     samples = output["samples"][manifest["task"]]
     assert len(samples) == HELD_OUT
@@ -176,7 +162,7 @@ def test_lm_eval_writes_what_a_lora_student_writes(tmp_path: Path) -> None:
     manifest = read_manifest(write_lm_eval_tasks(folder, problems, tmp_path / "lm-eval", max_new_tokens=24))
     assert f"peft={folder.resolve()}" in manifest["model_args"]
 
-    output = _simple_evaluate(manifest)
+    output = run_lm_eval(manifest)
     predictions = _rows(folder / "predictions.jsonl")
     samples = output["samples"][manifest["task"]]
     assert len(samples) == 3

@@ -163,6 +163,23 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
 
 
+def run_lm_eval(manifest: dict[str, Any], device: str = "cpu", batch_size: int = 8) -> dict[str, Any]:
+    """Run the written task in-process with lm-eval's Python API (``simple_evaluate``), logging samples:
+    what the printed command does, for tests and benchmarks."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    return lm_eval.simple_evaluate(
+        model="hf",
+        model_args=manifest["model_args"],
+        tasks=[manifest["task"]],
+        task_manager=TaskManager(include_path=manifest["include_path"], include_defaults=False),
+        log_samples=True,
+        device=device,
+        batch_size=batch_size,
+    )
+
+
 def shell_command(manifest: dict[str, Any]) -> str:
     return " ".join(shlex.quote(part) for part in manifest["command"])
 
