@@ -288,8 +288,8 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
             answer_type=ev.answer_type,
             explain=ev.explain,
         )
-        for line in result.lines():
-            console.print(f"eval {student.name}: {line}", highlight=False, soft_wrap=True)
+        for line in result.lines(student.name):
+            console.print(line, highlight=False, soft_wrap=True)
         if ev.untrained:
             before = run_eval(
                 student.student,
@@ -301,8 +301,8 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
                 out=str(Path(student.out) / UNTRAINED / "predictions.jsonl"),
                 answer_type=ev.answer_type,
             )
-            for line in before.lines():
-                console.print(f"eval {student.name}: {line}", highlight=False, soft_wrap=True)
+            for line in before.lines(student.name):
+                console.print(line, highlight=False, soft_wrap=True)
 
     return run
 
@@ -317,14 +317,13 @@ def student_summaries(config: PipelineConfig) -> list[str]:
         after = _read_eval(Path(student.out) / "eval.json")
         if after is None:
             continue
-        kind = "ranked" if "ranked_correct" in after else ""
-        key = f"{kind}_correct" if kind else "correct"
-        how = " (choices ranked by log-likelihood)" if kind else ""
-        text = f"{student.name} ({after['method']}){how}: after training {format_accuracy(after[key], after['total'])}"
+        key = "ranked_correct" if "ranked_correct" in after else "correct"
+        how = ", choices ranked by log-likelihood" if key == "ranked_correct" else ""
+        text = f"student {student.name} ({after['method']}{how}): "
         before = _read_eval(Path(student.out) / UNTRAINED / "eval.json")
         if before is not None and key in before:
-            text += f"; untrained {format_accuracy(before[key], before['total'])}"
-        lines.append(text)
+            text += f"untrained {format_accuracy(before[key], before['total'])} → "
+        lines.append(text + f"trained {format_accuracy(after[key], after['total'])}")
     return lines
 
 

@@ -400,9 +400,10 @@ class EvalResult:
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else 0.0
 
-    def lines(self) -> list[str]:
-        """What eval prints: each accuracy with its 95 % interval."""
-        label = f"{self.method}{' (untrained)' if self.untrained else ''}"
+    def lines(self, name: str | None = None) -> list[str]:
+        """What eval prints: each accuracy with its 95 % interval; ``name`` labels the lines (default: the
+        method)."""
+        label = f"{name or self.method}{' (untrained)' if self.untrained else ''}"
         out = [f"{label}: accuracy {format_accuracy(self.correct, self.total)}"]
         if self.ranked_correct is not None:
             out.append(f"{label}: choices ranked by log-likelihood {format_accuracy(self.ranked_correct, self.total)}")
