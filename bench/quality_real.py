@@ -196,7 +196,7 @@ def run_task(task: Task, plan: Plan, folder: Path) -> None:
     started = time.perf_counter()
     runs = make_runs(task, plan, folder)
     kept = {variant: count_lines(run / "filtered.jsonl") for variant, run in runs.items()}
-    print(f"## {task.name}: {task.note}")
+    print(f"task {task.name} — {task.note}")
     print(
         f"teacher: PaLM-540B replay, {plan.train} problems; kept by the correct filter {kept['filtered']}, "
         f"unfiltered {kept['unfiltered']}"
