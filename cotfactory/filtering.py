@@ -132,6 +132,8 @@ def _filter_problem(
     funnel[0].samples_out += len(samples)
     funnel[0].problems_out += bool(samples)
     by_key: dict[str, dict[str, Verdict]] = {s.key: {} for s in samples}
+    for stage in stages:  # per-problem facts first (the pseudo-label), then the chain in order
+        stage.establish(group)
     for stage, count in zip(stages, funnel[1:], strict=True):
         count.samples_in += len(group.survivors)
         verdicts = stage.apply(group)

@@ -281,3 +281,43 @@ def test_run_dir_without_samples(tmp_path: Path) -> None:
     (tmp_path / "samples.jsonl").write_text("")
     code, output = _cli("filter", str(tmp_path), "--correct")
     assert code == 2 and "no samples to filter" in output
+
+
+def test_pseudo_labels_reach_the_correct_filter(tmp_path: Path) -> None:
+    """`--correct --consistency` on problems without gold: correct runs first in the chain, and checks
+    samples against the majority that consistency establishes before the chain (it used to drop every
+    sample as no_gold)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cotfactory.cli import app
+
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"{i} + 3?"}) + "\n" for i in range(2)))
+    replies = {"q0": ["3", "3", "4"], "q1": ["4", "5", "4"]}  # majorities 3 and 4
+    batch = tmp_path / "batch.jsonl"
+    lines = []
+    for pid, answers in replies.items():
+        choices = [
+            {"index": k, "message": {"role": "assistant", "content": f"So the answer is {a}."}, "finish_reason": "stop"}
+            for k, a in enumerate(answers)
+        ]
+        lines.append({"custom_id": pid, "response": {"status_code": 200, "body": {"choices": choices}}})
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = tmp_path / "run"
+    generate = ["generate", "--input", str(data), "--answer-type", "number", "--teacher", "replay"]
+    result = CliRunner().invoke(
+        app, [*generate, "--replay", str(batch), "--samples-per-setting", "3", "--out", str(run)]
+    )
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["filter", str(run), "--correct", "--consistency", "0.5"])
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line) for line in (run / "filtered.jsonl").read_text().splitlines()]
+    assert sorted((row["problem_id"], row["answer"]) for row in kept) == [
+        ("q0", "3"),
+        ("q0", "3"),
+        ("q1", "4"),
+        ("q1", "4"),
+    ]
+    assert all(row["pseudo_label"] and row["label"] == row["answer"] for row in kept)

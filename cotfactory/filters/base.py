@@ -30,6 +30,11 @@ class Filter(ABC):
 
     name: str = ""
 
+    def establish(self, group: ProblemGroup) -> None:
+        """Set the problem's facts (e.g. a pseudo-label) before any filter of the chain runs, so a filter
+        earlier in the order can use what a later one knows. Most filters have none."""
+        return None
+
     @abstractmethod
     def apply(self, group: ProblemGroup) -> list[Verdict]:
         """One verdict for each sample in ``group.survivors``."""

@@ -48,15 +48,30 @@ class Consistency(Filter):
         self.threshold = threshold
         self.weighted = weighted
 
-    def apply(self, group: ProblemGroup) -> list[Verdict]:
+    def _vote(self, group: ProblemGroup) -> tuple[list[Sample], str | None, float, bool]:
         # counterfactual rationales argue for a wrong answer on purpose: they neither vote nor are judged
         voters = [s for s in group.samples if malformation(s) is None and s.request.mode != "counterfactual"]
+
+        def same(a: str, b: str) -> bool:
+            return answers_match(a, b, group.problem)
+
+        return voters, *majority(voters, group.scores if self.weighted else None, same)
+
+    def establish(self, group: ProblemGroup) -> None:
+        """Without gold, the majority is the problem's pseudo-label — set before the chain runs, so the
+        correct filter (earlier in the order) checks samples against it."""
+        if group.problem.gold is None:
+            _, answer, _, _ = self._vote(group)
+            if answer is not None:
+                group.label, group.pseudo_label = answer, True
+
+    def apply(self, group: ProblemGroup) -> list[Verdict]:
         problem = group.problem
 
         def same(a: str, b: str) -> bool:
             return answers_match(a, b, problem)
 
-        answer, agreement, tie = majority(voters, group.scores if self.weighted else None, same)
+        voters, answer, agreement, tie = self._vote(group)
         if problem.gold is None and answer is not None:
             group.label, group.pseudo_label = answer, True
         details = {
