@@ -278,31 +278,17 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
     def run() -> None:
         from cotfactory.students.evaluate import run_eval
 
-        result = run_eval(
-            student.out,
-            ev.format,
-            ev.input,
-            ev.limit,
-            ev.batch_size,
-            ev.max_new_tokens,
-            answer_type=ev.answer_type,
-            explain=ev.explain,
-        )
-        for line in result.lines(student.name):
-            console.print(line, highlight=False, soft_wrap=True)
+        common = dict(limit=ev.limit, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens)
+        result = run_eval(student.out, ev.format, ev.input, answer_type=ev.answer_type, explain=ev.explain, **common)
+        lines = result.lines(student.name)
         if ev.untrained:
-            before = run_eval(
-                student.student,
-                ev.format,
-                ev.input,
-                ev.limit,
-                ev.batch_size,
-                ev.max_new_tokens,
-                out=str(Path(student.out) / UNTRAINED / "predictions.jsonl"),
-                answer_type=ev.answer_type,
+            before = Path(student.out) / UNTRAINED / "predictions.jsonl"
+            untrained = run_eval(
+                student.student, ev.format, ev.input, out=str(before), answer_type=ev.answer_type, **common
             )
-            for line in before.lines(student.name):
-                console.print(line, highlight=False, soft_wrap=True)
+            lines += untrained.lines(student.name)
+        for line in lines:
+            console.print(line, highlight=False, soft_wrap=True)
 
     return run
 

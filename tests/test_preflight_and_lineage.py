@@ -28,17 +28,19 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_measure_counts_cuts_and_lost_answers() -> None:
-    from transformers import ByT5Tokenizer
-
-    tokenizer = ByT5Tokenizer()  # one token per byte
     examples = [
         TrainingExample("cot", "q" * 10, "r" * 30 + " --> 7"),  # target 36 + EOS: cut at 20, answer lost
         TrainingExample("rationale", "q" * 10, "r" * 30),  # cut, but a rationale has no answer to lose
         TrainingExample("label", "q" * 40, "7"),  # source cut at 20 (its front), answer kept
         TrainingExample("label", "q", "7"),
     ]
-    features = [{"length": 60}, {"length": 60}, {"length": 60}, {"length": 3}]
-    report = measure(examples, features, tokenizer, max_source=20, max_target=20, context_limit=50)
+    # token counts before the cut, one per byte with EOS (as a byte-level seq2seq student encodes them)
+    uncut = [(11, 37), (11, 31), (41, 2), (2, 2)]
+    features = [
+        {"source_tokens": s, "written_tokens": w, "length": length}
+        for (s, w), length in zip(uncut, [60, 60, 60, 3], strict=True)
+    ]
+    report = measure(examples, features, max_source=20, max_target=20, context_limit=50)
     assert (report.examples, report.source_cut, report.target_cut) == (4, 1, 2)
     assert dict(report.answer_lost) == {"cot": 1}
     assert (report.longest_source, report.longest_target, report.over_context) == (41, 37, 3)

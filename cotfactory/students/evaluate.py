@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ from cotfactory.export import write_json_atomic, write_jsonl_atomic
 from cotfactory.problems import load_problems
 from cotfactory.records import Problem
 from cotfactory.stats import format_accuracy, wilson_interval
-from cotfactory.students.examples import COT_SEPARATOR, label_source, label_target, solver_source
+from cotfactory.students.examples import COT_SEPARATOR, explain_source, label_source, label_target, solver_source
 from cotfactory.students.records import format_question
-from cotfactory.students.train import read_student
+from cotfactory.students.train import STUDENT_FILE, read_student
 
 MAX_SOCRATIC_STEPS = 8
 
@@ -210,7 +211,7 @@ class Student:
             out_scores.append([next(values) for _ in continuations])
         return out_scores
 
-    @property
+    @cached_property
     def _cache_argument(self) -> str:
         """transformers 5.x names a forward's KV cache ``cache`` (``past_key_values`` is deprecated); 4.x
         knows only ``past_key_values``."""
@@ -241,7 +242,7 @@ class Student:
 
 
 def is_student_folder(folder: str | Path) -> bool:
-    return (Path(folder) / "student.json").is_file()
+    return (Path(folder) / STUDENT_FILE).is_file()
 
 
 def _load_untrained(spec: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -303,8 +304,6 @@ def predict_label(student: Student, problems: list[Problem], prefix: str = "") -
 def predict_step_by_step(student: Student, problems: list[Problem]) -> list[Prediction]:
     """Inference uses `predict:` only; the rationale is written on request (`explain:`) for the record,
     unless the student was told not to (``explain=False``: it costs a generation per problem)."""
-    from cotfactory.students.examples import explain_source
-
     predictions = predict_label(student, problems, "predict: ")
     if not student.explain:
         return predictions
@@ -449,7 +448,7 @@ def run_eval(
     problems = load_problems(format, input, limit=limit, answer_type=answer_type)
     if not is_student_folder(folder) and out is None:
         raise ConfigError(
-            f"{Path(folder) / 'student.json'}: not found; train a student with `cotfactory train-student` first, "
+            f"{Path(folder) / STUDENT_FILE}: not found; train a student with `cotfactory train-student` first, "
             "or give --out to evaluate a model untrained"
         )
     student = Student(folder, batch_size, max_new_tokens, explain)

@@ -27,10 +27,11 @@ def encode_example(
         source = source[:-1]  # a tokenizer that appends EOS to every text must not end the prompt
     context = tokenizer(example.context, add_special_tokens=False)["input_ids"] if example.context else []
     target = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    uncut = {"source_tokens": len(source), "written_tokens": len(context) + len(target)}  # for the preflight
     source = source[-max_source:]  # keep the end of a long prompt: the question is there
     written = (context + target)[:max_target]
     labels = ([IGNORE] * len(context) + target)[:max_target]
-    feature = {"task_id": task_ids[example.task], "weight": example.weight}
+    feature = {"task_id": task_ids[example.task], "weight": example.weight, **uncut}
     if causal:
         feature["input_ids"] = source + written
         feature["labels"] = [IGNORE] * len(source) + labels

@@ -55,16 +55,15 @@ class Preflight:
 def measure(
     examples: list[TrainingExample],
     features: list[dict[str, Any]],
-    tokenizer: Any,
     max_source: int,
     max_target: int,
     context_limit: int | None,
 ) -> Preflight:
-    """Lengths before the cut (features hold them after it)."""
+    """Cuts, from the lengths ``encode_example`` recorded before cutting (``source_tokens``,
+    ``written_tokens``) and after (``length``)."""
     report = Preflight(examples=len(examples), context_limit=context_limit)
     for example, feature in zip(examples, features, strict=True):
-        source = len(tokenizer(example.source, add_special_tokens=True)["input_ids"])
-        written = len(tokenizer(example.context + example.target, add_special_tokens=False)["input_ids"]) + 1  # + EOS
+        source, written = feature["source_tokens"], feature["written_tokens"]
         report.longest_source = max(report.longest_source, source)
         report.longest_target = max(report.longest_target, written)
         report.source_cut += source > max_source

@@ -58,9 +58,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         for e in examples
     ]
     limit = preflight.context_limit_of(model, causal)
-    lengths = preflight.measure(
-        examples, features, tokenizer, config.max_source_length, config.max_target_length, limit
-    )
+    lengths = preflight.measure(examples, features, config.max_source_length, config.max_target_length, limit)
     preflight.check(lengths, config.max_answer_cut, config.max_target_length, limit)
     for line in lengths.lines(config.max_source_length, config.max_target_length):
         console.print(line, highlight=False, soft_wrap=True)
