@@ -9,7 +9,8 @@ held-out problems it answered wrong are joined to the training examples nearest 
   each example's ``source``, best example per training problem, nearest problems first.
 
 Each neighbour is traced back by its ``sample_key`` (the teacher request key) to the teacher sample
-(``samples.jsonl``, else the store) and to every filter verdict on it. Data only: ``report.py`` draws it.
+(``samples.jsonl``, else the store) and to every filter verdict on it. Data only: ``cotfactory.report``
+draws it.
 A student without ``examples.jsonl`` or ``predictions.jsonl`` (an older run, or not evaluated) has no
 lineage and is left out.
 """
@@ -24,13 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotfactory.export import SAMPLES_FILE, read_jsonl
 from cotfactory.records import Sample, Verdict
+from cotfactory.run_dir import RunDir, StudentDir, read_jsonl
 from cotfactory.store import Store
 
-STUDENTS_DIR = "students"
-EXAMPLES_FILE = "examples.jsonl"  # written by train-student (cotfactory.students.train.EXAMPLES_FILE)
-PREDICTIONS_FILE = "predictions.jsonl"  # written by eval
 FAILURES = 8  # wrong problems traced per student
 NEIGHBOURS = 3  # training examples per wrong problem
 
@@ -122,41 +120,42 @@ class StudentErrors:
 
 @dataclass
 class TeacherIndex:
-    """Teacher samples and their verdicts, by request key. With ``run_dir``, a key that ``samples`` lacks
+    """Teacher samples and their verdicts, by request key. With ``run``, a key that ``samples`` lacks
     (the plan changed since the student was trained) is looked up in the run's store."""
 
     samples: dict[str, TeacherSample]
     verdicts: dict[str, tuple[Judgement, ...]]
-    run_dir: Path | None = None
+    run: RunDir | None = None
 
     @classmethod
     def from_rows(
         cls, rows: Iterable[dict[str, Any]], verdicts: Iterable[Verdict], run_dir: Path | None = None
     ) -> TeacherIndex:
-        """From ``samples.jsonl`` rows and the store's verdicts (what ``report.py`` has already read)."""
+        """From ``samples.jsonl`` rows and the store's verdicts (what the report has already read)."""
         by_key: dict[str, list[Judgement]] = defaultdict(list)
         for verdict in verdicts:
             by_key[verdict.sample_key].append(Judgement(verdict.filter, verdict.keep, verdict.reason))
         samples = {row["key"]: _sample_from_row(row) for row in rows if row.get("key")}
-        return cls(samples, {key: tuple(judged) for key, judged in by_key.items()}, run_dir)
+        run = None if run_dir is None else RunDir(run_dir)
+        return cls(samples, {key: tuple(judged) for key, judged in by_key.items()}, run)
 
     @classmethod
     def load(cls, run_dir: Path) -> TeacherIndex:
         """From the run directory; a missing file leaves its part empty."""
-        run_dir = Path(run_dir)
-        rows = list(read_jsonl(run_dir / SAMPLES_FILE)) if (run_dir / SAMPLES_FILE).exists() else []
+        run = RunDir(run_dir)
+        rows = list(read_jsonl(run.samples)) if run.samples.exists() else []
         verdicts: list[Verdict] = []
-        if (run_dir / Store.FILENAME).exists():
-            with Store.in_run(run_dir) as store:
+        if run.has_store():
+            with Store.in_run(run.path) as store:
                 verdicts = store.verdicts()
-        return cls.from_rows(rows, verdicts, run_dir)
+        return cls.from_rows(rows, verdicts, run.path)
 
     def complete(self, keys: Iterable[str]) -> None:
         """Add the samples of ``keys`` missing from ``samples`` from the store, when there is one."""
         missing = sorted({key for key in keys if key and key not in self.samples})
-        if not missing or self.run_dir is None or not (self.run_dir / Store.FILENAME).exists():
+        if not missing or self.run is None or not self.run.has_store():
             return
-        with Store.in_run(self.run_dir) as store:
+        with Store.in_run(self.run.path) as store:
             for sample in store.samples(missing):
                 self.samples[sample.key] = _sample_from_store(sample)
 
@@ -296,7 +295,7 @@ def _preference(example: TrainedExample) -> tuple[bool, int]:
 
 
 def trace_student(
-    folder: Path,
+    folder: Path | StudentDir,
     teacher: TeacherIndex,
     *,
     failures: int = FAILURES,
@@ -304,11 +303,11 @@ def trace_student(
 ) -> StudentErrors | None:
     """The first ``failures`` wrong predictions of the student in ``folder``, each with its nearest training
     examples traced to the teacher; None when the folder lacks examples.jsonl or predictions.jsonl."""
-    folder = Path(folder)
-    if not (folder / EXAMPLES_FILE).is_file() or not (folder / PREDICTIONS_FILE).is_file():
+    student = folder if isinstance(folder, StudentDir) else StudentDir(folder)
+    if not has_lineage(student):
         return None
-    answers = [_answer_from_row(row) for row in read_jsonl(folder / PREDICTIONS_FILE)]
-    examples = _Examples([_example_from_row(row) for row in read_jsonl(folder / EXAMPLES_FILE)])
+    answers = [_answer_from_row(row) for row in read_jsonl(student.predictions)]
+    examples = _Examples([_example_from_row(row) for row in read_jsonl(student.examples)])
     wrong = [answer for answer in answers if not answer.correct]
     ranked = [answer.ranked_correct for answer in answers]
     found = [(answer, *examples.nearest(answer, neighbours)) for answer in wrong[:failures]]
@@ -322,7 +321,7 @@ def trace_student(
         for answer, in_training, nearest in found
     )
     return StudentErrors(
-        student=folder.name,
+        student=student.path.name,
         total=len(answers),
         wrong=len(wrong),
         ranked_wrong=sum(not r for r in ranked) if answers and None not in ranked else None,
@@ -342,15 +341,16 @@ def _neighbour(example: TrainedExample, similarity: float, same: bool, teacher: 
     )
 
 
-def students_with_lineage(run_dir: Path) -> list[Path]:
-    """The student folders of the run (``students/*/``, by name) that hold both examples.jsonl and
-    predictions.jsonl. ``untrained/`` inside a student folder is that student's baseline, not a student."""
-    folder = Path(run_dir) / STUDENTS_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p for p in folder.iterdir() if p.is_dir() and (p / EXAMPLES_FILE).is_file() and (p / PREDICTIONS_FILE).is_file()
-    )
+def has_lineage(student: StudentDir) -> bool:
+    """The student's folder holds both what it learned from (examples.jsonl, since train-student wrote it)
+    and what it answered (predictions.jsonl, once evaluated)."""
+    return student.examples.is_file() and student.predictions.is_file()
+
+
+def students_with_lineage(run_dir: Path) -> list[StudentDir]:
+    """The students of the run, by name, that have a lineage. ``untrained/`` inside a student folder is that
+    student's baseline, not a student."""
+    return [student for student in RunDir(run_dir).students() if has_lineage(student)]
 
 
 def trace_run(
@@ -362,9 +362,9 @@ def trace_run(
 ) -> list[StudentErrors]:
     """The lineage of every student of the run that has one; ``[]`` for a run without (nothing else is read
     then). ``teacher`` defaults to the run's samples.jsonl and verdicts."""
-    folders = students_with_lineage(run_dir)
-    if not folders:
+    students = students_with_lineage(run_dir)
+    if not students:
         return []
     teacher = teacher if teacher is not None else TeacherIndex.load(Path(run_dir))
-    traced = (trace_student(p, teacher, failures=failures, neighbours=neighbours) for p in folders)
+    traced = (trace_student(s, teacher, failures=failures, neighbours=neighbours) for s in students)
     return [t for t in traced if t is not None]
