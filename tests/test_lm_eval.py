@@ -25,7 +25,7 @@ HELD_OUT = 10
 
 
 def _train(out: Path, input: Path, format: str, method: str, lora_r: int) -> Path:
-    from cotfactory.students.config import TrainConfig
+    from cotfactory.config.train import TrainConfig
     from cotfactory.students.train import run_train
 
     config = TrainConfig(

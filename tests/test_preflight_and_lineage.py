@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cotfactory.cli import app
 from cotfactory.lineage import trace_run
-from cotfactory.students.examples import TrainingExample
+from cotfactory.students.methods import TrainingExample
 from cotfactory.students.preflight import measure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def test_measure_counts_cuts_and_lost_answers() -> None:
         {"source_tokens": s, "written_tokens": w, "length": length}
         for (s, w), length in zip(uncut, [60, 60, 60, 3], strict=True)
     ]
-    report = measure(examples, features, max_source=20, max_target=20, context_limit=50)
+    report = measure(examples, features, max_source=20, max_target=20, context_limit=50, answer_at_end={"cot", "label"})
     assert (report.examples, report.source_cut, report.target_cut) == (4, 1, 2)
     assert dict(report.answer_lost) == {"cot": 1}
     assert (report.longest_source, report.longest_target, report.over_context) == (41, 37, 3)

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from cotfactory.cli import app
 from cotfactory.records import Problem
 from cotfactory.students import evaluate
-from cotfactory.students.examples import MethodSettings, TrainingExample, build_examples
 from cotfactory.students.features import IGNORE, encode_example
+from cotfactory.students.methods import METHODS, MethodSettings, TrainingExample, build_examples
+from cotfactory.students.methods.socratic import MAX_SOCRATIC_STEPS
 from cotfactory.students.records import TeachingRecord, parse_subquestions
 from cotfactory.students.trainer import example_losses, multitask_loss
 
@@ -238,6 +239,16 @@ class FakeStudent:
         self.prompts += prompts
         return [next((r for key, r in self.replies.items() if key in p), "") for p in prompts]
 
+    def loglikelihoods(self, pairs: list[tuple[str, str]]) -> list[float]:
+        raise AssertionError("these problems have no choices to rank")
+
+
+def _predict(method: str, student: FakeStudent, problems: list[Problem]) -> list[evaluate.Prediction]:
+    """A registered method's reader, as ``cotfactory eval`` runs it."""
+    predict = METHODS.get(method).predict
+    assert predict is not None
+    return predict(student, problems)
+
 
 PROBLEMS = [
     Problem(id=f"q{i}", question=f"What is {i} + {i}?", gold=str(2 * i), answer_type="number") for i in range(1, 4)
@@ -246,7 +257,7 @@ PROBLEMS = [
 
 def test_eval_readers_and_accuracy_on_known_predictions() -> None:
     cot = FakeStudent({"1 + 1": "1 + 1 = 2. --> 2", "2 + 2": "2 + 2 = 4. --> 5", "3 + 3": "I do not know"})
-    predictions = evaluate.predict_finetune_cot(cot, PROBLEMS)  # type: ignore[arg-type]
+    predictions = _predict("finetune-cot", cot, PROBLEMS)
     assert [p.answer for p in predictions] == ["2", "5", None]
     assert [p.correct for p in predictions] == [True, False, False]
     assert [p.rationale_agrees for p in predictions] == [True, False, None]
@@ -259,16 +270,16 @@ def test_eval_readers_and_accuracy_on_known_predictions() -> None:
             "3 + 3": "3 + 3 = 6. So the answer is 7",
         }
     )
-    predictions = evaluate.predict_scott(scott, PROBLEMS)  # type: ignore[arg-type]
+    predictions = _predict("scott", scott, PROBLEMS)
     assert [p.correct for p in predictions] == [True, True, False] and scott.prompts[0].startswith("[factual] ")
 
 
 def test_socratic_loop_terminates_and_uses_the_last_sub_answer() -> None:
     endless = "\n".join(f"Sub-question {i}?" for i in range(50))
     student = FakeStudent({"decompose: ": endless, "Sub-question 7? A:": "so the total is 2", "solve: ": "1"})
-    predictions = evaluate.predict_socratic(student, PROBLEMS[:1])  # type: ignore[arg-type]
+    predictions = _predict("socratic", student, PROBLEMS[:1])
     solver_calls = [p for p in student.prompts if p.startswith("solve: ")]
-    assert len(solver_calls) == evaluate.MAX_SOCRATIC_STEPS
+    assert len(solver_calls) == MAX_SOCRATIC_STEPS
     assert predictions[0].answer == "2" and predictions[0].correct
 
 

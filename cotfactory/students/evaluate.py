@@ -1,7 +1,7 @@
 """``cotfactory eval``: run a trained student on held-out problems and score it with the answer module.
 
-Each method reads its own prompt format (the one it was trained on) and turns the student's text into
-a final answer; students that write a rationale are also checked for whether the rationale's own
+Each method's reader (``methods/``) asks in the prompt format it was trained on and turns the student's
+text into a final answer; students that write a rationale are also checked for whether the rationale's own
 conclusion is the answer they give.
 
 Multiple-choice problems are also scored the way lm-evaluation-harness scores them: each choice is a
@@ -16,7 +16,7 @@ in the label-only format: the "before" of every student trained from it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,50 +24,13 @@ from typing import Any
 
 from cotfactory import answers
 from cotfactory.errors import ConfigError
-from cotfactory.export import write_json_atomic, write_jsonl_atomic
 from cotfactory.problems import load_problems
 from cotfactory.records import Problem
+from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic
 from cotfactory.stats import format_accuracy, wilson_interval
-from cotfactory.students.examples import COT_SEPARATOR, explain_source, label_source, label_target, solver_source
-from cotfactory.students.records import format_question
-from cotfactory.students.train import STUDENT_FILE, read_student
+from cotfactory.students.methods import UNTRAINED_METHOD, Prediction, check_method
 
-MAX_SOCRATIC_STEPS = 8
-
-
-@dataclass
-class Prediction:
-    problem: Problem
-    answer: str | None
-    rationale: str = ""
-    text: str = ""
-    ranked: str | None = None  # the choice of highest log-likelihood (multiple choice only)
-    ranked_norm: str | None = None  # … per character of the choice (lm-eval's acc_norm)
-    choice_logprobs: list[float] | None = None
-
-    @property
-    def correct(self) -> bool:
-        return answers.answers_match(self.answer, self.problem.gold, self.problem)
-
-    @property
-    def rationale_agrees(self) -> bool | None:
-        """Does the rationale's own conclusion equal the final answer? None without a rationale."""
-        if not self.rationale.strip():
-            return None
-        _, concluded = answers.extract(self.rationale, self.problem)
-        return concluded is not None and answers.answers_match(concluded, self.answer, self.problem)
-
-    @property
-    def rationale_correct(self) -> bool | None:
-        """Does the rationale's own conclusion equal the gold answer? None without a rationale.
-
-        For step-by-step students this is the accuracy of answering through `explain:` (the rationale
-        on request), next to the `predict:` accuracy the method is scored by.
-        """
-        if not self.rationale.strip():
-            return None
-        _, concluded = answers.extract(self.rationale, self.problem)
-        return concluded is not None and answers.answers_match(concluded, self.problem.gold, self.problem)
+__all__ = ["EvalResult", "Prediction", "Student", "read_student", "run_eval"]
 
 
 class Student:
@@ -79,7 +42,7 @@ class Student:
         import torch
 
         self.batch_size, self.max_new_tokens, self.explain = batch_size, max_new_tokens, explain
-        if is_student_folder(folder):
+        if StudentDir(folder).is_student():
             self.info = read_student(folder)
             self.model, self.tokenizer = _load(Path(folder), self.info)
         else:
@@ -241,22 +204,29 @@ class Student:
         return [[next(flat) for _ in continuations] for _, continuations in items]
 
 
-def is_student_folder(folder: str | Path) -> bool:
-    return (Path(folder) / STUDENT_FILE).is_file()
+def read_student(folder: str | Path) -> dict[str, Any]:
+    """A student folder's student.json: its method and how to load it."""
+    path = StudentDir(folder).info
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; train a student with `cotfactory train-student` first") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
 def _load_untrained(spec: str) -> tuple[Any, Any, dict[str, Any]]:
     from cotfactory.students.models import load_student
 
     model, tokenizer, causal = load_student(spec)
-    info = {"method": "label-only", "causal": causal, "adapter": False, "base": spec, "untrained": True}
+    info = {"method": UNTRAINED_METHOD, "causal": causal, "adapter": False, "base": spec, "untrained": True}
     return model, tokenizer, info
 
 
 def _load(folder: Path, info: dict[str, Any]) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from cotfactory.models import quiet_transformers
+    from cotfactory.model_loading import quiet_transformers
 
     quiet_transformers()
     auto = AutoModelForCausalLM if info["causal"] else AutoModelForSeq2SeqLM
@@ -267,120 +237,6 @@ def _load(folder: Path, info: dict[str, Any]) -> tuple[Any, Any]:
 
     base = auto.from_pretrained(info["base"])
     return PeftModel.from_pretrained(base, folder), tokenizer
-
-
-# --- one reader per method ------------------------------------------------------------------------------
-
-
-def _answer_from(text: str, problem: Problem) -> str | None:
-    """A bare answer ('7', '(c) zoo', 'yes') read with the answer module."""
-    return answers.extract(f"The answer is {text.strip()}", problem)[1] if text.strip() else None
-
-
-def rank_choices(student: Student, predictions: list[Prediction], contexts: list[str]) -> None:
-    """Fill ``ranked`` / ``ranked_norm``: each choice as a continuation of its problem's context."""
-    asked = [(pred, ctx) for pred, ctx in zip(predictions, contexts, strict=True) if pred.problem.choices]
-    if not asked:
-        return
-    pairs = [(ctx, label_target(c, student.causal)) for pred, ctx in asked for c in pred.problem.choices or []]
-    scores = iter(student.loglikelihoods(pairs))
-    for prediction, _ in asked:
-        choices = prediction.problem.choices or []
-        logprobs = [next(scores) for _ in choices]
-        prediction.choice_logprobs = logprobs
-        prediction.ranked = choices[max(range(len(choices)), key=lambda i: logprobs[i])]
-        normalized = [lp / max(1, len(c)) for lp, c in zip(logprobs, choices, strict=True)]
-        prediction.ranked_norm = choices[max(range(len(choices)), key=lambda i: normalized[i])]
-
-
-def predict_label(student: Student, problems: list[Problem], prefix: str = "") -> list[Prediction]:
-    sources = [label_source(p.question, p.choices, student.causal, prefix) for p in problems]
-    texts = student.write(sources, 32)
-    predictions = [Prediction(p, _answer_from(t, p), "", t) for p, t in zip(problems, texts, strict=True)]
-    rank_choices(student, predictions, sources)
-    return predictions
-
-
-def predict_step_by_step(student: Student, problems: list[Problem]) -> list[Prediction]:
-    """Inference uses `predict:` only; the rationale is written on request (`explain:`) for the record,
-    unless the student was told not to (``explain=False``: it costs a generation per problem)."""
-    predictions = predict_label(student, problems, "predict: ")
-    if not student.explain:
-        return predictions
-    explanations = student.write([explain_source(p.question, p.choices, student.causal) for p in problems])
-    for prediction, explanation in zip(predictions, explanations, strict=True):
-        prediction.rationale = explanation
-    return predictions
-
-
-def predict_finetune_cot(student: Student, problems: list[Problem]) -> list[Prediction]:
-    suffix = " ###" if student.causal else ""
-    sources = [format_question(p.question, p.choices) + suffix for p in problems]
-    texts = student.write(sources)
-    out = []
-    for problem, text in zip(problems, texts, strict=True):
-        rationale, _, answer = text.rpartition(COT_SEPARATOR.strip())
-        out.append(Prediction(problem, _answer_from(answer, problem) if rationale else None, rationale.strip(), text))
-    if student.causal:  # rank the choices after the student's own rationale
-        separator = COT_SEPARATOR.strip()
-        contexts = [f"{src} {(p.rationale or p.text).strip()} {separator}" for src, p in zip(sources, out, strict=True)]
-        rank_choices(student, out, contexts)
-    return out
-
-
-def predict_scott(student: Student, problems: list[Problem]) -> list[Prediction]:
-    texts = student.write([f"[factual] {format_question(p.question, p.choices)}" for p in problems])
-    out = []
-    for problem, text in zip(problems, texts, strict=True):
-        rationale, answer = answers.extract(text, problem)
-        out.append(Prediction(problem, answer, rationale, text))
-    return out
-
-
-def predict_unified(student: Student, problems: list[Problem]) -> list[Prediction]:
-    texts = student.write([format_question(p.question, p.choices) for p in problems])
-    out = []
-    for problem, text in zip(problems, texts, strict=True):
-        rationale, answer = answers.extract(text, problem)
-        out.append(Prediction(problem, answer, rationale, text))
-    return out
-
-
-def predict_socratic(student: Student, problems: list[Problem]) -> list[Prediction]:
-    """Decompose, then solve the sub-questions in turn (all problems batched per step); the last
-    sub-answer is the answer. At most MAX_SOCRATIC_STEPS sub-questions per problem."""
-    questions = [format_question(p.question, p.choices) for p in problems]
-    plans = [
-        [line.strip() for line in text.splitlines() if line.strip()][:MAX_SOCRATIC_STEPS]
-        for text in student.write([f"decompose: {q}" for q in questions])
-    ]
-    solved: list[list[tuple[str, str]]] = [[] for _ in problems]
-    for step in range(MAX_SOCRATIC_STEPS):
-        active = [i for i, plan in enumerate(plans) if step < len(plan)]
-        if not active:
-            break
-        replies = student.write(
-            [f"solve: {solver_source(questions[i], solved[i], plans[i][step])}" for i in active], 64
-        )
-        for i, reply in zip(active, replies, strict=True):
-            solved[i].append((plans[i][step], reply))
-    out = []
-    for problem, steps in zip(problems, solved, strict=True):
-        text = "\n".join(f"{q} ** {a}" for q, a in steps)
-        last = steps[-1][1] if steps else ""
-        answer = answers.extract(last, problem)[1] if last else None
-        out.append(Prediction(problem, answer, text, text))
-    return out
-
-
-PREDICTORS: dict[str, Callable[[Student, list[Problem]], list[Prediction]]] = {
-    "label-only": predict_label,
-    "step-by-step": predict_step_by_step,
-    "finetune-cot": predict_finetune_cot,
-    "scott": predict_scott,
-    "socratic": predict_socratic,
-    "socratic-unified": predict_unified,
-}
 
 
 @dataclass
@@ -446,24 +302,25 @@ def run_eval(
     """Evaluate a student folder (or, untrained, any model spec) on held-out problems. Writes
     predictions.jsonl and eval.json (beside ``out``, default FOLDER/)."""
     problems = load_problems(format, input, limit=limit, answer_type=answer_type)
-    if not is_student_folder(folder) and out is None:
+    trained = StudentDir(folder)
+    if not trained.is_student() and out is None:
         raise ConfigError(
-            f"{Path(folder) / STUDENT_FILE}: not found; train a student with `cotfactory train-student` first, "
+            f"{trained.info}: not found; train a student with `cotfactory train-student` first, "
             "or give --out to evaluate a model untrained"
         )
+    name = read_student(folder)["method"] if trained.is_student() else UNTRAINED_METHOD
+    predict = check_method(name, f"{folder}: ").predict  # before the model is loaded
+    assert predict is not None  # check_method refuses a method without one
     student = Student(folder, batch_size, max_new_tokens, explain)
-    method = student.info["method"]
-    if method not in PREDICTORS:
-        raise ConfigError(f"{folder}: no evaluator for method '{method}'")
-    predictions = PREDICTORS[method](student, problems)
+    predictions = predict(student, problems)
     agreements = [a for a in (p.rationale_agrees for p in predictions) if a is not None]
     rationale_correct = [c for c in (p.rationale_correct for p in predictions) if c is not None]
-    path = Path(out) if out else Path(folder) / "predictions.jsonl"
+    path = Path(out) if out else trained.predictions
     write_jsonl_atomic(path, (_prediction_row(p) for p in predictions))
     ranked = [p for p in predictions if p.ranked is not None]
     all_ranked = bool(predictions) and len(ranked) == len(predictions)
     result = EvalResult(
-        method,
+        name,
         len(predictions),
         sum(p.correct for p in predictions),
         sum(agreements) / len(agreements) if agreements else None,
@@ -473,7 +330,7 @@ def run_eval(
         sum(_matches(p.ranked_norm, p.problem) for p in ranked) if all_ranked else None,
         bool(student.info.get("untrained")),
     )
-    write_json_atomic(path.with_name("eval.json"), {"input": input, **result.summary()})
+    write_json_atomic(StudentDir(path.parent).evaluation, {"input": input, **result.summary()})  # beside ``out``
     return result
 
 

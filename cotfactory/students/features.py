@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from cotfactory.students.examples import TrainingExample
+from cotfactory.students.methods.base import TrainingExample
 
 IGNORE = -100
 

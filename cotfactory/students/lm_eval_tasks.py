@@ -9,12 +9,12 @@
 - ``lm_eval.json`` — the task name, model arguments and command, for programs;
 - ``README.md`` — the command to run, and what should agree with ``predictions.jsonl``.
 
-Multiple-choice problems of students that answer in one word (label-only, step-by-step's `predict:`)
+Multiple-choice problems of students that answer in one word (label-only, step-by-step's answer prompt)
 become an ``output_type: multiple_choice`` task: each choice is scored as a continuation of the
 student's answer prompt, as ``cotfactory eval`` ranks them (``ranked`` ↔ lm-eval's ``acc``,
 ``ranked_norm`` ↔ ``acc_norm``). Everything else becomes a ``generate_until`` task with the student's
-prompt and a regex filter that reads the answer from where the method writes it (after ``-->`` for
-Fine-tune-CoT), scored by ``exact_match``; cotfactory's own answer matching is more lenient (numbers
+prompt and a regex filter that reads the answer from where the method writes it (after its separator
+for Fine-tune-CoT), scored by ``exact_match``; cotfactory's own answer matching is more lenient (numbers
 compare numerically, a choice may be named by its letter), so that accuracy is a lower bound of eval's.
 
 The model arguments make lm-eval tokenize as the student's trainer did: lm-eval encodes a causal
@@ -28,16 +28,17 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cotfactory.errors import ConfigError, DataError
-from cotfactory.export import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from cotfactory.records import Problem
-from cotfactory.students.examples import COT_SEPARATOR, label_source
-from cotfactory.students.records import format_question
+from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from cotfactory.students.methods import METHODS, UNTRAINED_METHOD, PromptFormat
+from cotfactory.students.methods.base import label_target
+from cotfactory.students.methods.label_only import ANSWER_CUE
+from cotfactory.students.records import choice_index
 
 MANIFEST = "lm_eval.json"
 # the first number, as GSM8K's lm-eval task reads one: "$1,234.5" → "1,234.5" (commas ignored by exact_match)
@@ -50,31 +51,6 @@ EXACT_MATCH = {
     "ignore_case": True,
     "ignore_punctuation": False,
     "regexes_to_ignore": [",", "\\$", "\\.$"],
-}
-
-
-@dataclass(frozen=True)
-class PromptFormat:
-    """How a method is asked: its prompt, whether choices can be scored after it, where its answer is."""
-
-    prompt: Callable[[Problem, bool], str]
-    scores_choices: bool  # a bare answer follows the prompt: choices are continuations of it
-    marker: str = ""  # the answer follows the last occurrence of this in the written text ("" = all of it)
-    max_gen_toks: int | None = None  # what cotfactory eval lets the method write (None: its --max-new-tokens)
-
-
-FORMATS: dict[str, PromptFormat] = {
-    "label-only": PromptFormat(lambda p, causal: label_source(p.question, p.choices, causal), True, "", 32),
-    "step-by-step": PromptFormat(
-        lambda p, causal: label_source(p.question, p.choices, causal, "predict: "), True, "", 32
-    ),
-    "finetune-cot": PromptFormat(
-        lambda p, causal: format_question(p.question, p.choices) + (" ###" if causal else ""),
-        False,
-        COT_SEPARATOR.strip(),
-    ),
-    "scott": PromptFormat(lambda p, causal: f"[factual] {format_question(p.question, p.choices)}", False, "answer is"),
-    "socratic-unified": PromptFormat(lambda p, causal: format_question(p.question, p.choices), False, "answer is"),
 }
 
 
@@ -102,12 +78,12 @@ def write_lm_eval_tasks(
     if not problems:
         raise DataError("lm-eval task: no problems to write")
     model = _student_model(str(student_folder))
-    if model.method not in FORMATS:
+    form = METHODS.get(model.method, f"{student_folder}: ").single_prompt
+    if form is None:
         raise ConfigError(
             f"{student_folder}: method '{model.method}' has no single-prompt lm-eval equivalent; "
-            f"lm-eval tasks exist for: {', '.join(FORMATS)}"
+            f"lm-eval tasks exist for: {', '.join(n for n in METHODS if METHODS.get(n).single_prompt)}"
         )
-    form = FORMATS[model.method]
     with_choices = [p for p in problems if p.choices]
     if with_choices and len(with_choices) != len(problems):
         raise DataError("lm-eval task: the problems mix multiple-choice and open questions; write them separately")
@@ -188,10 +164,9 @@ def shell_command(manifest: dict[str, Any]) -> str:
 
 
 def _student_model(folder: str) -> StudentModel:
-    from cotfactory.students.evaluate import is_student_folder
-    from cotfactory.students.train import read_student
+    from cotfactory.students.evaluate import read_student
 
-    if is_student_folder(folder):
+    if StudentDir(folder).is_student():
         info = read_student(folder)
         location = str(Path(folder).resolve())
         if info["adapter"]:
@@ -201,10 +176,10 @@ def _student_model(folder: str) -> StudentModel:
 
 
 def _untrained_model(spec: str) -> StudentModel:
-    """A model spec evaluated untrained: label-only format, as ``cotfactory eval`` does."""
+    """A model spec evaluated untrained: asked as ``cotfactory eval`` asks it (``UNTRAINED_METHOD``)."""
     from transformers import AutoConfig
 
-    from cotfactory.models import resolve_model_path
+    from cotfactory.model_loading import resolve_model_path
     from cotfactory.students.models import is_scratch
 
     if is_scratch(spec):
@@ -214,7 +189,7 @@ def _untrained_model(spec: str) -> StudentModel:
         config = AutoConfig.from_pretrained(location)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{spec}: cannot read its config ({str(exc).strip().splitlines()[0]})") from None
-    return StudentModel("label-only", not config.is_encoder_decoder, location, None, location)
+    return StudentModel(UNTRAINED_METHOD, not config.is_encoder_decoder, location, None, location)
 
 
 def _bos_setting(model: StudentModel) -> tuple[bool | None, str]:
@@ -227,7 +202,7 @@ def _bos_setting(model: StudentModel) -> tuple[bool | None, str]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model.tokenizer)
-    probe = "Question?\nAnswer:"
+    probe = "Question?" + ANSWER_CUE
     plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
     special = tokenizer(probe, add_special_tokens=True)["input_ids"]
     eos = tokenizer.eos_token_id
@@ -283,9 +258,9 @@ def _gold_index(problem: Problem) -> int:
     folded = [c.strip().lower() for c in choices]
     if gold.lower() in folded:
         return folded.index(gold.lower())
-    letter = gold.strip("()").lower()
-    if len(letter) == 1 and "a" <= letter < chr(ord("a") + len(choices)):
-        return ord(letter) - ord("a")
+    index = choice_index(gold, len(choices))
+    if index is not None:
+        return index
     raise DataError(f"problem {problem.id}: gold {problem.gold!r} is not one of the choices {choices}")
 
 
@@ -307,7 +282,7 @@ def _multiple_choice_task(name: str, data_path: Path, causal: bool) -> dict[str,
         "doc_to_text": "context",
         "doc_to_choice": "choices",
         "doc_to_target": "label",
-        "target_delimiter": " " if causal else "",  # label_target: " " + choice for causal students
+        "target_delimiter": label_target("", causal),  # " " + choice for causal students, as eval ranks them
         "metric_list": [
             {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
             {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},

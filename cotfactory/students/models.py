@@ -60,7 +60,7 @@ def load_student(spec: str, dtype: Any = None, seed: int = 0) -> tuple[Any, Any,
     """(model, tokenizer, causal) for a student spec. Never runs a model's own code."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from cotfactory.models import clear_quantizer_flags, quiet_transformers, resolve_model_path
+    from cotfactory.model_loading import clear_quantizer_flags, quiet_transformers, resolve_model_path
 
     quiet_transformers()
     if is_scratch(spec):

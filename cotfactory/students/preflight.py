@@ -1,6 +1,6 @@
 """Preflight before the first training step: what truncation would do to the examples.
 
-A Fine-tune-CoT target whose end is cut loses the answer after ``-->`` — the student then learns to
+A Fine-tune-CoT target whose end is cut loses the answer after its separator — the student then learns to
 ramble and never answer, and nothing says so until eval, an hour later. So the tokenized lengths are
 measured against ``max_source_length`` / ``max_target_length`` and the student's context first, the
 cuts are reported, and training is refused when too many examples would lose their answer.
@@ -9,14 +9,12 @@ cuts are reported, and training is refused when too many examples would lose the
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from cotfactory.errors import ConfigError
-from cotfactory.students.examples import TrainingExample
-
-# tasks whose target ends with the answer: cutting its end removes the answer itself
-ANSWER_AT_END = {"label", "cot", "factual", "counterfactual", "unified", "solve"}
+from cotfactory.students.methods.base import TrainingExample
 
 
 @dataclass
@@ -58,9 +56,11 @@ def measure(
     max_source: int,
     max_target: int,
     context_limit: int | None,
+    answer_at_end: Collection[str],
 ) -> Preflight:
     """Cuts, from the lengths ``encode_example`` recorded before cutting (``source_tokens``,
-    ``written_tokens``) and after (``length``)."""
+    ``written_tokens``) and after (``length``). ``answer_at_end``: the tasks whose target ends with the
+    answer (the method's ``Method.answer_at_end``): cutting such a target's end removes the answer."""
     report = Preflight(examples=len(examples), context_limit=context_limit)
     for example, feature in zip(examples, features, strict=True):
         source, written = feature["source_tokens"], feature["written_tokens"]
@@ -69,7 +69,7 @@ def measure(
         report.source_cut += source > max_source
         if written > max_target:
             report.target_cut += 1
-            if example.task in ANSWER_AT_END:
+            if example.task in answer_at_end:
                 report.answer_lost[example.task] += 1
         if context_limit is not None and feature["length"] > context_limit:
             report.over_context += 1

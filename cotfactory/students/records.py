@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,23 @@ def parse_subquestions(text: str) -> list[tuple[str, str]]:
     return [(m.group("q").strip(), m.group("a").strip()) for m in _SUBQUESTION_LINE.finditer(text)]
 
 
+def choice_letter(index: int) -> str:
+    """The letter a choice is named by: 0 → 'a'."""
+    return string.ascii_lowercase[index]
+
+
+def choice_index(letter: str, count: int) -> int | None:
+    """The position a letter ('c', '(C)') names among ``count`` choices; None if it names none."""
+    letter = letter.strip().strip("()").lower()
+    index = string.ascii_lowercase.find(letter) if len(letter) == 1 else -1
+    return index if 0 <= index < count else None
+
+
 def format_question(question: str, choices: list[str] | None) -> str:
     """The question as every student sees it; choices on one line as '(a) x (b) y'."""
     if not choices:
         return question
-    options = " ".join(f"({'abcdefghij'[i]}) {c}" for i, c in enumerate(choices))
+    options = " ".join(f"({choice_letter(i)}) {c}" for i, c in enumerate(choices))
     return f"{question}\nAnswer Choices: {options}"
 
 

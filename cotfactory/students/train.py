@@ -1,8 +1,9 @@
 """``cotfactory train-student``: teaching records → method examples → LoRA (or full) fine-tuning.
 
-Saves, in OUT: the PEFT adapter (``PeftModel.from_pretrained(base, OUT)`` loads it) or the full
-model, the tokenizer, ``student.json`` (the resolved config and how to load the student) and
-``metrics.jsonl`` (loss per logging step and per task). Checkpoints go to OUT/checkpoints.
+Saves, in OUT (a ``StudentDir``): the PEFT adapter (``PeftModel.from_pretrained(base, OUT)`` loads it)
+or the full model, the tokenizer, ``student.json`` (the resolved config and how to load the student),
+``metrics.jsonl`` (loss per logging step and per task) and ``examples.jsonl`` (what the student learned
+from, each example with its teacher sample's key). Checkpoints go to OUT/checkpoints.
 """
 
 from __future__ import annotations
@@ -16,19 +17,27 @@ from typing import Any
 
 from rich.console import Console
 
+from cotfactory.config.train import TrainConfig
 from cotfactory.errors import ConfigError
-from cotfactory.export import write_json_atomic, write_text_atomic
+from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from cotfactory.students import preflight
-from cotfactory.students.config import TrainConfig
-from cotfactory.students.examples import MethodSettings, TrainingExample, build_examples
 from cotfactory.students.features import MultitaskCollator, encode_example
+from cotfactory.students.methods import MethodSettings, build_examples, check_method
 from cotfactory.students.models import is_scratch, load_student
 from cotfactory.students.records import load_records
 from cotfactory.students.trainer import MetricsFile, MultitaskTrainer
 
-STUDENT_FILE = "student.json"
-METRICS_FILE = "metrics.jsonl"
-EXAMPLES_FILE = "examples.jsonl"  # what the student learned from, each with its teacher sample's key
+# TrainingArguments' name of each TrainConfig field it takes as it is
+_TRAINER_ARGUMENTS = {
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "learning_rate": "lr",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "seed": "seed",
+}
 
 
 @dataclass
@@ -41,10 +50,13 @@ class TrainResult:
 
 
 def run_train(config: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Train a student; everything that can be refused (the method, the data, the preflight) is refused
+    before anything is written to ``config.out``."""
     import datasets
     import torch
     from transformers import TrainingArguments
 
+    method = check_method(config.method)  # a student that could not be evaluated is not trained
     console = console or Console(stderr=True)
     records = load_records(config.input, config.format)
     if config.limit:
@@ -58,59 +70,50 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         for e in examples
     ]
     limit = preflight.context_limit_of(model, causal)
-    lengths = preflight.measure(examples, features, config.max_source_length, config.max_target_length, limit)
+    lengths = preflight.measure(
+        examples, features, config.max_source_length, config.max_target_length, limit, method.answer_at_end
+    )
     preflight.check(lengths, config.max_answer_cut, config.max_target_length, limit)
     for line in lengths.lines(config.max_source_length, config.max_target_length):
         console.print(line, highlight=False, soft_wrap=True)
     if config.lora_r > 0:
         model = _with_lora(model, config, causal)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = last_checkpoint(out / "checkpoints") if config.resume else None
+    out = StudentDir(config.out)
+    out.path.mkdir(parents=True, exist_ok=True)
+    checkpoint = last_checkpoint(out.checkpoints) if config.resume else None
     if checkpoint is None:
-        (out / METRICS_FILE).unlink(missing_ok=True)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        out.metrics.unlink(missing_ok=True)
+        shutil.rmtree(out.checkpoints, ignore_errors=True)
     else:
-        _trim_metrics(out / METRICS_FILE, _checkpoint_step(checkpoint))
+        _trim_metrics(out.metrics, _checkpoint_step(checkpoint))
     datasets.disable_progress_bars()
-    dataset = datasets.Dataset.from_list(features)
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
+        output_dir=str(out.checkpoints),
         save_total_limit=2,
-        seed=config.seed,
-        bf16=bf16,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         report_to=[],
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=not console.is_terminal,
         dataloader_pin_memory=torch.cuda.is_available(),
+        **{argument: getattr(config, field) for argument, field in _TRAINER_ARGUMENTS.items()},
         **_length_grouping(config.group_by_length),
     )
-    collator = MultitaskCollator(
-        tokenizer.pad_token_id, causal, getattr(model.config, "decoder_start_token_id", None) or tokenizer.pad_token_id
-    )
+    start = getattr(model.config, "decoder_start_token_id", None) or tokenizer.pad_token_id
     trainer = MultitaskTrainer(
         model=model,
         args=args,
-        train_dataset=dataset,
-        data_collator=collator,
+        train_dataset=datasets.Dataset.from_list(features),
+        data_collator=MultitaskCollator(tokenizer.pad_token_id, causal, start),
         causal=causal,
         task_names=task_names,
-        callbacks=[MetricsFile(out / METRICS_FILE)],
+        callbacks=[MetricsFile(out.metrics)],
     )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
-    _write_examples(out / EXAMPLES_FILE, examples)
+    write_jsonl_atomic(out.examples, (dataclasses.asdict(e) for e in examples))
     counts = {name: sum(e.task == name for e in examples) for name in task_names}
-    return TrainResult(out, len(examples), counts, output.global_step, output.training_loss)
+    return TrainResult(out.path, len(examples), counts, output.global_step, output.training_loss)
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -170,22 +173,28 @@ def _length_grouping(enabled: bool) -> dict[str, Any]:
 
 
 def _save(
-    out: Path, model: Any, tokenizer: Any, config: TrainConfig, causal: bool, task_names: list[str], examples: int
+    out: StudentDir,
+    model: Any,
+    tokenizer: Any,
+    config: TrainConfig,
+    causal: bool,
+    task_names: list[str],
+    examples: int,
 ) -> None:
     adapter = config.lora_r > 0
     if adapter and is_scratch(config.student):  # a random base exists nowhere else: keep it beside the adapter
-        model.get_base_model().save_pretrained(out / "base")
-        base = str((out / "base").resolve())
+        model.get_base_model().save_pretrained(out.path / "base")
+        base = str((out.path / "base").resolve())
     elif adapter:
-        from cotfactory.models import resolve_model_path
+        from cotfactory.model_loading import resolve_model_path
 
         base = resolve_model_path(config.student)
     else:
-        base = str(out.resolve())
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+        base = str(out.path.resolve())
+    model.save_pretrained(out.path)
+    tokenizer.save_pretrained(out.path)
     write_json_atomic(
-        out / STUDENT_FILE,
+        out.info,
         {
             "method": config.method,
             "causal": causal,
@@ -196,19 +205,3 @@ def _save(
             "config": config.model_dump(),
         },
     )
-
-
-def _write_examples(path: Path, examples: list[TrainingExample]) -> None:
-    from cotfactory.export import write_jsonl_atomic
-
-    write_jsonl_atomic(path, (dataclasses.asdict(e) for e in examples))
-
-
-def read_student(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / STUDENT_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; train a student with `cotfactory train-student` first") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
