@@ -59,8 +59,8 @@ def main() -> None:
 
     import torch
 
-    from cotfactory.models import load_causal_lm, load_tokenizer, quiet_transformers, resolve_model_path
-    from cotfactory.teachers.contrastive import ContrastiveRow, contrastive_generate
+    from cotfactory.decoders.contrastive import ContrastiveRow, contrastive_generate
+    from cotfactory.model_loading import load_causal_lm, load_tokenizer, quiet_transformers, resolve_model_path
 
     quiet_transformers()
     location = resolve_model_path(None)

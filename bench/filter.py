@@ -47,8 +47,9 @@ WORDS = [
 
 def make_run(run_dir: Path, problems: int, per_problem: int, seed: int = 0) -> None:
     """A synthetic run directory: store + samples.jsonl, as `generate` would leave it."""
-    from cotfactory.export import sample_row, write_jsonl_atomic
+    from cotfactory.export import sample_row
     from cotfactory.records import Problem, Request, Sample
+    from cotfactory.run_dir import write_jsonl_atomic
     from cotfactory.store import Store
 
     rng = random.Random(seed)
@@ -103,8 +104,8 @@ def filter_peak(run_dir: Path) -> tuple[float, float]:
 def scoring(batch_size: int, count: int) -> None:
     import torch
 
-    from cotfactory.filter_config import FilterConfig
-    from cotfactory.models import resolve_model_path
+    from cotfactory.config.filter import FilterConfig
+    from cotfactory.model_loading import resolve_model_path
     from cotfactory.records import Problem, Request, Sample
     from cotfactory.scorers.answer_gain import AnswerGainScorer
     from cotfactory.scorers.base import ScoreItem

@@ -113,7 +113,7 @@ class CotfactoryRun:
 def cotfactory_run(base_url: str, data: Path, out: Path, concurrency: int) -> CotfactoryRun:
     from rich.console import Console
 
-    from cotfactory.config import GenerateConfig
+    from cotfactory.config.generate import GenerateConfig
     from cotfactory.generate import run_generate
 
     config = GenerateConfig(

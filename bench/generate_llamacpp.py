@@ -53,7 +53,7 @@ def parallel_option() -> str | None:
 
 
 def start_server(port: int, threads: int, slots: int) -> subprocess.Popen[bytes]:
-    from cotfactory.models import embedded_gguf
+    from cotfactory.model_loading import embedded_gguf
 
     command = [
         sys.executable,
@@ -146,7 +146,7 @@ def cotfactory_run(base_url: str, data: Path, out: Path, max_tokens: int, concur
     """(seconds of the sending phase, seconds end to end, completion tokens) of `cotfactory generate`."""
     from rich.console import Console
 
-    from cotfactory.config import GenerateConfig
+    from cotfactory.config.generate import GenerateConfig
     from cotfactory.generate import run_generate
 
     config = GenerateConfig(

@@ -44,7 +44,7 @@ def main() -> None:
 
     import torch
 
-    from cotfactory.config import GenerateConfig
+    from cotfactory.config.generate import GenerateConfig
     from cotfactory.plan import Plan, SamplingGrid
     from cotfactory.problems import load_problems
     from cotfactory.prompts import load_template
@@ -52,7 +52,7 @@ def main() -> None:
 
     problems = load_problems("gsm8k", ROOT / "data" / "gsm8k" / "train_sample.jsonl", limit=args.prompts // 4)
     config = GenerateConfig(input="-", out="-", teacher="hf", batch_size=args.batch_size)
-    teacher = HFTeacher(config)
+    teacher = HFTeacher(config.teacher)
     plan = Plan(
         problems,
         [load_template("zero-shot-cot")],

@@ -54,9 +54,9 @@ class CountingCollator:
 
 def run_cotfactory(data: str, fmt: str | None, group: bool, steps: int, out: Path) -> float:
     """Train with cotfactory's trainer; returns its train_runtime (seconds)."""
-    from cotfactory.models import resolve_model_path
+    from cotfactory.config.train import TrainConfig
+    from cotfactory.model_loading import resolve_model_path
     from cotfactory.students import train as train_module
-    from cotfactory.students.config import TrainConfig
 
     inner = train_module.MultitaskCollator
     train_module.MultitaskCollator = lambda *a, **k: CountingCollator(inner(*a, **k))  # type: ignore[assignment,misc]
@@ -89,8 +89,8 @@ def run_trl(steps: int, out: Path) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from cotfactory.models import quiet_transformers, resolve_model_path
-    from cotfactory.students.examples import COT_SEPARATOR
+    from cotfactory.model_loading import quiet_transformers, resolve_model_path
+    from cotfactory.students.methods.finetune_cot import COT_SEPARATOR
     from cotfactory.students.records import load_records
 
     quiet_transformers()

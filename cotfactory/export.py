@@ -6,20 +6,16 @@ half-written export; both can be rebuilt from the store at any time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from cotfactory.errors import DataError
 from cotfactory.records import Problem, Sample
-
-SAMPLES_FILE = "samples.jsonl"
-DATASET_DIR = "dataset"
+from cotfactory.run_dir import RunDir, write_jsonl_atomic
 
 
 def sample_row(sample: Sample, problem: Problem | None) -> dict[str, Any]:
@@ -53,54 +49,6 @@ def sample_row(sample: Sample, problem: Problem | None) -> dict[str, Any]:
         "error": sample.error,
         "metadata": json.dumps(sample.metadata, sort_keys=True),
     }
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    count = 0
-    with _atomic_writer(path) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    with _atomic_writer(path) as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with _atomic_writer(path) as handle:
-        handle.write(text)
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[IO[str]]:
-    """A text handle on a temporary file renamed to ``path`` at the end; on any error the temporary
-    file goes and ``path`` is untouched. A failed write (a full disk) names ``path``: the OS does not."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of an export; a line that is not JSON (an edited or truncated file) is an error naming it."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            try:
-                row = json.loads(line)
-            except ValueError as exc:  # not JSON, or not UTF-8
-                raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
-            yield row
 
 
 def infer_features(jsonl: Path) -> Any:
@@ -200,9 +148,8 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def export_samples(run_dir: Path, samples: Iterable[Sample], problem_of: Callable[[str], Problem | None]) -> int:
+def export_samples(run_dir: RunDir, samples: Iterable[Sample], problem_of: Callable[[str], Problem | None]) -> int:
     """Stream ``samples`` into samples.jsonl (``problem_of`` looks a problem up by id), then the datasets folder."""
-    jsonl = run_dir / SAMPLES_FILE
-    count = write_jsonl_atomic(jsonl, (sample_row(s, problem_of(s.request.problem_id)) for s in samples))
-    write_dataset_atomic(jsonl, run_dir / DATASET_DIR)
+    count = write_jsonl_atomic(run_dir.samples, (sample_row(s, problem_of(s.request.problem_id)) for s in samples))
+    write_dataset_atomic(run_dir.samples, run_dir.samples_dataset)
     return count

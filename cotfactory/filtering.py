@@ -21,46 +21,23 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cotfactory import answers
-from cotfactory.errors import ConfigError, DataError
-from cotfactory.export import (
-    SAMPLES_FILE,
-    sample_row,
-    write_dataset_atomic,
-    write_json_atomic,
-    write_jsonl_atomic,
-)
-from cotfactory.filter_config import FilterConfig
+from cotfactory.config.filter import FilterConfig
+from cotfactory.errors import DataError
+from cotfactory.export import sample_row, write_dataset_atomic
+from cotfactory.filters import FILTERS
 from cotfactory.filters.base import Filter, ProblemGroup
-from cotfactory.filters.consistency import Consistency
-from cotfactory.filters.correct import Correct
-from cotfactory.filters.dedup import Dedup
-from cotfactory.filters.reward import Reward
-from cotfactory.filters.well_formed import WellFormed
 from cotfactory.prompts import TemplateError, load_template
 from cotfactory.records import Problem, Sample, Verdict
+from cotfactory.run_dir import RunDir, write_json_atomic, write_jsonl_atomic
 from cotfactory.scorers import make_scorer
 from cotfactory.scorers.base import ScoreItem, Scorer
-from cotfactory.store import Store, remove_stale_temporaries
-
-FILTERED_FILE = "filtered.jsonl"
-FILTERED_DIR = "filtered"
-FUNNEL_FILE = "funnel.json"
+from cotfactory.store import Store
 
 
 def build_filters(config: FilterConfig) -> list[Filter]:
-    """The enabled filters, in their fixed order."""
-    stages: list[Filter] = []
-    if config.well_formed:
-        stages.append(WellFormed())
-    if config.correct:
-        stages.append(Correct(config.tolerance))
-    if config.consistency is not None:
-        stages.append(Consistency(config.consistency, weighted=config.weighted_votes))
-    if config.reward is not None:
-        stages.append(Reward(config.reward_threshold, config.top_k))
-    if config.dedup is not None:
-        stages.append(Dedup(config.dedup))
-    return stages
+    """The filters the config turns on, in its chain's order."""
+    built = (FILTERS.get(name).from_config(config) for name in config.chain)
+    return [stage for stage in built if stage is not None]
 
 
 @dataclass
@@ -91,12 +68,12 @@ class FilterResult:
 
 def run_filter(config: FilterConfig, console: Console | None = None) -> FilterResult:
     console = console or Console(stderr=True)
-    run_dir = Path(config.run_dir)
+    run_dir = RunDir(config.run_dir)
     _check_samples_file(run_dir)
     stages = build_filters(config)
     scorer = make_scorer(config) if config.reward is not None else None  # fails here, before any write
-    remove_stale_temporaries(run_dir, [FILTERED_FILE, FILTERED_DIR, FUNNEL_FILE])  # left by a killed run
-    with Store.in_run(run_dir) as store:
+    run_dir.remove_stale_temporaries([run_dir.filtered, run_dir.filtered_dataset, run_dir.funnel])  # a killed run's
+    with Store(run_dir.store) as store:
         patterns = _answer_patterns(store)
         scored_now = _score_missing(store, scorer, _groups(store, run_dir, patterns), console, config.reward_batch_size)
         funnel = [StageCount("input")] + [StageCount(stage.name) for stage in stages]
@@ -106,13 +83,11 @@ def run_filter(config: FilterConfig, console: Console | None = None) -> FilterRe
             for problem, samples in _groups(store, run_dir, patterns)
             for row in _filter_problem(problem, samples, stages, funnel, store, scorer)
         )
-        kept = write_jsonl_atomic(run_dir / FILTERED_FILE, rows)  # streamed: one problem in memory at a time
-        write_dataset_atomic(run_dir / FILTERED_FILE, run_dir / FILTERED_DIR)
-        write_json_atomic(
-            run_dir / FUNNEL_FILE, {"config": config.model_dump(), "stages": [c.as_dict() for c in funnel]}
-        )
+        kept = write_jsonl_atomic(run_dir.filtered, rows)  # streamed: one problem in memory at a time
+        write_dataset_atomic(run_dir.filtered, run_dir.filtered_dataset)
+        write_json_atomic(run_dir.funnel, {"config": config.model_dump(), "stages": [c.as_dict() for c in funnel]})
         store.set_meta("filter_config", config.model_dump())
-    return FilterResult(run_dir, funnel, kept, scored_now)
+    return FilterResult(run_dir.path, funnel, kept, scored_now)
 
 
 def _filter_problem(
@@ -149,11 +124,13 @@ def _filter_problem(
     return [_filtered_row(sample, group, by_key[sample.key]) for sample in group.survivors]
 
 
-def _check_samples_file(run_dir: Path) -> None:
+def _check_samples_file(run_dir: RunDir) -> None:
     """Fail before anything is written when the run directory or its samples.jsonl cannot be filtered."""
-    if not (run_dir / Store.FILENAME).exists():
-        raise DataError(f"{run_dir}: not a run directory (no {Store.FILENAME}); make one with `cotfactory generate`")
-    path = run_dir / SAMPLES_FILE
+    if not run_dir.has_store():
+        raise DataError(
+            f"{run_dir.path}: not a run directory (no {run_dir.store.name}); make one with `cotfactory generate`"
+        )
+    path = run_dir.samples
     if not path.exists():
         raise DataError(f"{path}: missing; run `cotfactory generate` on this run directory to finish it")
     if next(_sample_lines(path), None) is None:
@@ -200,9 +177,9 @@ def _answer_patterns(store: Store) -> dict[str, str | None]:
     return patterns
 
 
-def _groups(store: Store, run_dir: Path, patterns: dict[str, str | None]) -> Iterator[tuple[Problem, list[Sample]]]:
+def _groups(store: Store, run_dir: RunDir, patterns: dict[str, str | None]) -> Iterator[tuple[Problem, list[Sample]]]:
     """Each problem with its samples of the current plan, in plan order, answers re-extracted."""
-    for problem_id, keys in _problem_keys(run_dir / SAMPLES_FILE):
+    for problem_id, keys in _problem_keys(run_dir.samples):
         problem = store.problem(problem_id)
         if problem is None:
             raise DataError(f"store: problem '{problem_id}' of samples.jsonl is missing from the store")
@@ -275,9 +252,4 @@ def print_funnel(result: FilterResult, console: Console) -> None:
     console.print(table)
     if result.scored_now:
         console.print(f"scored {result.scored_now} samples (cached for the next run)")
-    console.print(f"kept: {result.run_dir / FILTERED_FILE}", soft_wrap=True)
-
-
-def check_run_dir(run_dir: str) -> None:
-    if not Path(run_dir).is_dir():
-        raise ConfigError(f"{run_dir}: run directory not found")
+    console.print(f"kept: {RunDir(result.run_dir).filtered}", soft_wrap=True)

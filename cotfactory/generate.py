@@ -22,19 +22,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cotfactory import answers
 from cotfactory.budget import TokenBudget
-from cotfactory.config import GenerateConfig, read_config_file
+from cotfactory.config.files import read_config_file
+from cotfactory.config.generate import GenerateConfig
 from cotfactory.errors import ConfigError
-from cotfactory.export import DATASET_DIR, SAMPLES_FILE, export_samples, write_json_atomic
+from cotfactory.export import export_samples
 from cotfactory.hashing import stable_hash
 from cotfactory.plan import Contrast, Plan, SamplingGrid
 from cotfactory.problems import load_problems
 from cotfactory.prompts import Template, load_template
 from cotfactory.records import Problem, Sample
-from cotfactory.store import Store, remove_stale_temporaries
+from cotfactory.run_dir import RunDir, write_json_atomic
+from cotfactory.store import Store
 from cotfactory.teachers import make_teacher
 from cotfactory.teachers.base import Teacher
 
-CONFIG_FILE = "config.json"
 FAILED_SHOWN = 10  # failed samples listed by the summary
 
 
@@ -99,7 +100,7 @@ def prepare(config: GenerateConfig) -> Prepared:
     grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
     # every prompt renders (and every contrast answer exists) before a teacher is even built
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
-    teacher = make_teacher(config)
+    teacher = make_teacher(config.teacher, config.retry_tokens)
     by_id = {p.id: p for p in problems}
     teacher.attach_problems(by_id)
     plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
@@ -147,18 +148,18 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
     config, teacher = prepared.config, prepared.teacher
     try:
         await teacher.preflight()
-        run_dir = Path(config.out)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir, [SAMPLES_FILE, DATASET_DIR, CONFIG_FILE])  # left by a killed run
-        with Store.in_run(run_dir) as store:
-            write_json_atomic(run_dir / CONFIG_FILE, config.model_dump())
+        run_dir = RunDir(config.out)
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.remove_stale_temporaries([run_dir.samples, run_dir.samples_dataset, run_dir.config])  # a killed run's
+        with Store(run_dir.store) as store:
+            write_json_atomic(run_dir.config, config.model_dump())
             store.set_meta("config", config.model_dump())
             store.put_problems(prepared.problems)
             if config.retry_failed:
                 store.forget_failed()
             result, plan_digest = await _send_pending(prepared, store, console)
             fingerprint = stable_hash([plan_digest, store.samples_version()])
-            exported = (run_dir / SAMPLES_FILE).exists() and (run_dir / DATASET_DIR).exists()
+            exported = run_dir.samples.exists() and run_dir.samples_dataset.exists()
             totals = store.get_meta("export_totals")
             if not exported or totals is None or store.get_meta("export_fingerprint") != fingerprint:
                 totals = _export(run_dir, prepared, store)
@@ -171,13 +172,12 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             result.completion_tokens = totals["completion_tokens"]
             result.cost_usd = _cost(prepared, result)
             result.elapsed_s = time.monotonic() - started
-            store.set_meta("last_summary", summary_dict(result))
         return result
     finally:
         await teacher.aclose()
 
 
-def _export(run_dir: Path, prepared: Prepared, store: Store) -> dict[str, Any]:
+def _export(run_dir: RunDir, prepared: Prepared, store: Store) -> dict[str, Any]:
     """Stream the plan's stored samples, in plan order, into the exports; return their totals."""
     totals: dict[str, Any] = {"stored": 0, "failed": 0, "failed_keys": [], "prompt_tokens": 0, "completion_tokens": 0}
 
@@ -257,22 +257,6 @@ def _cost(prepared: Prepared, result: GenerateResult) -> float | None:
     return (result.prompt_tokens * price.get("prompt", 0) + result.completion_tokens * price.get("completion", 0)) / 1e6
 
 
-def summary_dict(result: GenerateResult) -> dict[str, Any]:
-    return {
-        "planned": result.planned,
-        "stored": result.stored,
-        "new": result.new,
-        "requests_sent": result.requests_sent,
-        "failed": result.failed_count,
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "cost_usd": result.cost_usd,
-        "elapsed_s": round(result.elapsed_s, 3),
-        "send_elapsed_s": round(result.send_elapsed_s, 3),
-        "budget_stopped": result.budget_stopped,
-    }
-
-
 def print_summary(result: GenerateResult, console: Console) -> None:
     from rich.table import Table
 
@@ -299,4 +283,4 @@ def print_summary(result: GenerateResult, console: Console) -> None:
         console.print(f"… and {result.failed_count - FAILED_SHOWN} more (see samples.jsonl, field 'error')")
     if result.budget_stopped:
         console.print("[yellow]stopped at the token budget[/yellow]: raise --max-total-tokens and run again to finish")
-    console.print(f"samples: {result.run_dir / SAMPLES_FILE}", soft_wrap=True)
+    console.print(f"samples: {RunDir(result.run_dir).samples}", soft_wrap=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
-import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -161,10 +159,6 @@ class Store:
         row = self._db.execute("SELECT TOTAL(prompt_tokens), TOTAL(completion_tokens) FROM samples").fetchone()
         return int(row[0]), int(row[1])
 
-    def problem_samples(self, problem_id: str) -> list[Sample]:
-        rows = self._db.execute("SELECT body FROM samples WHERE problem_id = ? ORDER BY rowid", (problem_id,))
-        return [Sample.model_validate_json(body) for (body,) in rows]
-
     # scores (a cache keyed by sample and scorer configuration) ----------------------------------
     def put_scores(self, scorer: str, scores: Iterable[tuple[str, float | None, dict[str, Any]]]) -> None:
         with self._transaction():
@@ -216,24 +210,3 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
-    """Delete what killed atomic writes of ``names`` left in ``folder``, and return it.
-
-    The exports are written under a temporary name (``tempfile``'s ``.NAME.XXXXXXXX``, a file or a
-    folder) and renamed into place; a process killed in between leaves that behind. One command owns
-    each export of a run directory, so at its start anything of that shape is a leftover.
-    """
-    removed = []
-    for name in names:
-        pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}")
-        for path in folder.glob(f".{name}.*"):
-            if not pattern.fullmatch(path.name):
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed

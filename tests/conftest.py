@@ -42,7 +42,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2() -> str:
     """The embedded SmolLM2 GGUF, converted once to safetensors in the cotfactory cache."""
-    from cotfactory.models import embedded_gguf, resolve_model_path
+    from cotfactory.model_loading import embedded_gguf, resolve_model_path
 
     embedded_gguf()  # fails clearly when the wheel is missing
     return resolve_model_path(None)

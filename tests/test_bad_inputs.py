@@ -262,7 +262,7 @@ CASES = [
     Case(
         "unknown-teacher",
         lambda f: f.generate("--teacher", "gpt"),
-        ("field 'teacher'", "'openai', 'hf' or 'replay'", "'gpt'"),
+        ("flags: unknown teacher 'gpt'", "available: hf, openai, replay"),
     ),
     Case(
         "hf-teacher-model-folder-missing",
@@ -287,7 +287,16 @@ CASES = [
         ("field 'samples_per_setting'", "(got -2)"),
     ),
     Case("max-tokens-zero", lambda f: f.generate("--max-tokens", "0"), ("field 'max_tokens'",)),
-    Case("concurrency-zero", lambda f: f.generate("--concurrency", "0"), ("field 'concurrency'",)),
+    Case(
+        "concurrency-zero",
+        lambda f: f.generate("--teacher", "openai", "--model", "m", "--concurrency", "0"),
+        ("field 'teacher.concurrency'", "greater than or equal to 1"),
+    ),
+    Case(
+        "bad-option-of-another-teacher",  # ignored by the replay teacher, but still a bad value
+        lambda f: f.generate("--concurrency", "0"),
+        ("'concurrency' (openai teacher option)", "greater than or equal to 1", "(got 0)"),
+    ),
     Case("shard-not-i-over-n", lambda f: f.generate("--shard", "1"), ("field 'shard'", "not of the form I/N")),
     Case("shard-index-too-big", lambda f: f.generate("--shard", "2/2"), ("field 'shard'", "need 0 <= I < N")),
     Case(
@@ -393,7 +402,7 @@ CASES = [
     Case(
         "eval-batch-size-zero",
         lambda f: ["eval", f.run(), "--input", f.write("q.jsonl", GOOD), "--batch-size", "0"],
-        ("--batch-size 0: must be at least 1",),
+        ("field 'batch_size'", "greater than or equal to 1", "(got 0)"),
     ),
     Case(
         "eval-student-json-corrupt",

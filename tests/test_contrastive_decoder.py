@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from cotfactory.models import load_causal_lm, load_tokenizer
-from cotfactory.teachers.contrastive import (
+from cotfactory.decoders.contrastive import (
     ContrastiveRow,
     _choose,
     _step_scores,
     contrastive_generate,
 )
+from cotfactory.model_loading import load_causal_lm, load_tokenizer
 
 # (question, gold answer, perturbed answer): different lengths, so the batch is really left padded
 PROBLEMS = [

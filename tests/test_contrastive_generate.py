@@ -103,7 +103,7 @@ def test_contrastive_misuse_is_exit_2(tmp_path: Path, extra: list[str], message:
 def test_contrastive_rationales_support_the_gold_answer_better(smollm2: str, tmp_path: Path) -> None:
     """On real CommonsenseQA problems, SmolLM2's contrastive rationales raise log p(gold | q, r) − log p(gold | q)
     more than plain (lambda = 0) rationales of the same answer-first prompts."""
-    from cotfactory.filter_config import FilterConfig
+    from cotfactory.config.filter import FilterConfig
     from cotfactory.scorers.answer_gain import AnswerGainScorer
     from cotfactory.scorers.base import ScoreItem
     from cotfactory.store import Store

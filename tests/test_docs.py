@@ -17,3 +17,43 @@ def test_readme_reference_is_current() -> None:
 def test_readme_shows_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
+
+
+def _cli_spellings(command: str) -> set[str]:
+    """Every flag (and positional argument's name) the command's --help shows."""
+    import typer.main
+
+    from cotfactory.cli import app
+
+    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    spellings = set()
+    for param in click_command.params:
+        spellings |= set(param.opts) | set(param.secondary_opts) if param.param_type_name == "option" else set()
+        if param.param_type_name == "argument":
+            spellings.add(param.name.upper())
+    return spellings - {"--config", "--help"}
+
+
+def test_reference_flags_equal_the_cli_flags() -> None:
+    """The reference's flag column is the CLI's flags, command by command, in both directions."""
+    from cotfactory.docs import SECTIONS, command_flags
+
+    for section in SECTIONS:
+        if section.command is None or section.command_model is None:
+            continue
+        documented = {s for flag in command_flags(section.command_model).values() for s in flag.flags}
+        documented |= {flag.name for flag in command_flags(section.command_model).values() if flag.argument}
+        assert documented == _cli_spellings(section.command), section.command
+
+
+def test_reference_names_no_flag_the_cli_lacks() -> None:
+    """Every `--flag` in the README reference exists on some command (the old reference listed
+    `--run-dir` and `--name`, which never did)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- generate-reference:start -->")
+    end = readme.index("<!-- generate-reference:end -->")
+    shown = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", readme[start:end]))
+    existing = set().union(*(_cli_spellings(c) for c in ("generate", "filter", "train-student", "eval")))
+    assert shown and shown <= existing, sorted(shown - existing)

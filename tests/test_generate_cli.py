@@ -78,7 +78,7 @@ def test_generate_then_resume_sends_nothing(tiny_llama: Path, tmp_path: Path) ->
     assert rows[0]["gold"] == "72" and rows[0]["teacher"] == "hf" and rows[0]["template"] == "zero-shot-cot"
     assert len({r["key"] for r in rows}) == 12
     config = json.loads((out / "config.json").read_text())
-    assert config["temperatures"] == [0.3, 0.8] and config["teacher"] == "hf"
+    assert config["temperatures"] == [0.3, 0.8] and config["teacher"]["kind"] == "hf"
 
     import datasets
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cotfactory.config import GenerateConfig
+from cotfactory.decoders.per_row_sampling import PerRowSampler, nucleus_mask
 from cotfactory.records import RenderedPrompt, Request, Sample
-from cotfactory.teachers.hf import HFTeacher
-from cotfactory.teachers.sampling import PerRowSampler, nucleus_mask
+from cotfactory.teachers.hf import HFOptions, HFTeacher
 
 QUESTIONS = [
     "Tom has 3 apples and buys 4 more. How many apples?",
@@ -22,7 +21,7 @@ QUESTIONS = [
 
 
 def _teacher(model: str | Path, batch_size: int = 32) -> HFTeacher:
-    return HFTeacher(GenerateConfig(input="-", out="-", teacher="hf", model=str(model), batch_size=batch_size))
+    return HFTeacher(HFOptions(model=str(model), batch_size=batch_size))
 
 
 def _requests(max_tokens: int = 24, stop: list[str] | None = None) -> list[Request]:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cotfactory.cli import app
-from cotfactory.models import embedded_gguf
+from cotfactory.model_loading import embedded_gguf
 
 pytestmark = pytest.mark.llamacpp
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cotfactory.cli import app
+from cotfactory.config.pipeline import load_pipeline
 from cotfactory.errors import ConfigError
-from cotfactory.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = sorted((ROOT / "pipelines").glob("*.yaml"))

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fake_openai_server import MODEL_ID, FakeServer
 
+from cotfactory.config.filter import FilterConfig
 from cotfactory.errors import ConfigError, CotfactoryError, TeacherError, TemplateError
-from cotfactory.filter_config import FilterConfig
 from cotfactory.hashing import stable_hash
 from cotfactory.prompts import load_template
 from cotfactory.records import Problem, Request, Sample

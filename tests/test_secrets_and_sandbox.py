@@ -25,8 +25,8 @@ from fake_openai_server import FakeServer
 from typer.testing import CliRunner
 
 from cotfactory.cli import app
+from cotfactory.config.filter import FilterConfig
 from cotfactory.errors import TemplateError
-from cotfactory.filter_config import FilterConfig
 from cotfactory.prompts import load_template
 from cotfactory.records import Problem
 

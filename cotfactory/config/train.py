@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cotfactory.config.fields import RUNTIME, argument
+
 
 class TrainConfig(BaseModel):
+    """Everything ``cotfactory train-student`` needs: data, method, student, LoRA and optimiser settings."""
+
     model_config = ConfigDict(extra="forbid")
 
-    input: str = Field(description="Run directory (its filtered.jsonl), JSONL file, datasets folder, or dataset file.")
+    input: str = Field(
+        description="Run directory (its filtered.jsonl), JSONL file, datasets folder, or dataset file.",
+        json_schema_extra=argument(),
+    )
     format: str | None = Field(None, description="Read input with this problem loader (gsm8k, strategyqa, …).")
     method: str = Field(description="label-only, step-by-step, finetune-cot, socratic, socratic-unified, scott.")
     student: str = Field(description="Student: folder, hub id, .gguf file, or scratch:t5-tiny / scratch:llama-tiny.")
@@ -37,7 +44,11 @@ class TrainConfig(BaseModel):
     )
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
     seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
-    save_steps: int = Field(200, ge=1, description="Checkpoint every N steps (for --resume).")
-    logging_steps: int = Field(5, ge=1, description="Log losses every N steps.")
-    resume: bool = Field(False, description="Resume from the last checkpoint in OUT/checkpoints.")
+    save_steps: int = Field(
+        200, ge=1, description="Checkpoint every N steps (for --resume).", json_schema_extra=RUNTIME
+    )
+    logging_steps: int = Field(5, ge=1, description="Log losses every N steps.", json_schema_extra=RUNTIME)
+    resume: bool = Field(
+        False, description="Resume from the last checkpoint in OUT/checkpoints.", json_schema_extra=RUNTIME
+    )
     limit: int | None = Field(None, ge=1, description="Use only the first N teaching records.")

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from cotfactory.teachers.sampling import nucleus_mask
+from cotfactory.decoders.per_row_sampling import nucleus_mask
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,21 @@
 """The filter interface: one problem's samples in, one verdict per surviving sample out.
 
-Filters run problem by problem (memory is bounded by one problem's samples), in a fixed order:
-well-formed → correct → consistency → reward → dedup. Each sees the samples that survived the
-filters before it; votes (consistency) are taken over all of the problem's well-formed samples.
+Filters run problem by problem (memory is bounded by one problem's samples), in the order of the
+config's ``chain`` (default well_formed → correct → consistency → reward → dedup). Before any of
+them runs, each sets the problem's facts it knows (``establish``: the majority and pseudo-label);
+then each sees the samples that survived the filters before it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cotfactory.records import Problem, Sample, Verdict
+
+if TYPE_CHECKING:
+    from cotfactory.config.filter import FilterConfig
 
 
 @dataclass
@@ -29,6 +34,11 @@ class Filter(ABC):
     """Subclasses set ``name`` and decide; they never call a teacher."""
 
     name: str = ""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: FilterConfig) -> Filter | None:
+        """This filter as the config sets it up, or None when the config leaves it off."""
 
     def establish(self, group: ProblemGroup) -> None:
         """Set the problem's facts (e.g. a pseudo-label) before any filter of the chain runs, so a filter

@@ -11,10 +11,15 @@ deterministic sample — so the result is reproducible.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cotfactory.answers import answers_match
 from cotfactory.filters.base import Filter, ProblemGroup
 from cotfactory.filters.well_formed import malformation
 from cotfactory.records import Sample, Verdict
+
+if TYPE_CHECKING:
+    from cotfactory.config.filter import FilterConfig
 
 
 def majority(
@@ -43,6 +48,12 @@ def majority(
 
 class Consistency(Filter):
     name = "consistency"
+
+    @classmethod
+    def from_config(cls, config: FilterConfig) -> Consistency | None:
+        if config.consistency is None:
+            return None
+        return cls(config.consistency, weighted=config.weighted_votes)
 
     def __init__(self, threshold: float, weighted: bool = False):
         self.threshold = threshold

@@ -5,13 +5,22 @@ A counterfactual rationale (SCOTT) is correct when it reaches the perturbed answ
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cotfactory.answers import answers_match
 from cotfactory.filters.base import Filter, ProblemGroup
 from cotfactory.records import Sample, Verdict
 
+if TYPE_CHECKING:
+    from cotfactory.config.filter import FilterConfig
+
 
 class Correct(Filter):
     name = "correct"
+
+    @classmethod
+    def from_config(cls, config: FilterConfig) -> Correct | None:
+        return cls(config.tolerance) if config.correct else None
 
     def __init__(self, tolerance: float = 1e-4):
         self.tolerance = tolerance

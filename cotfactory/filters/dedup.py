@@ -8,9 +8,13 @@ the best-scored sample of each group is the one kept.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from cotfactory.filters.base import Filter, ProblemGroup
 from cotfactory.records import Sample, Verdict
+
+if TYPE_CHECKING:
+    from cotfactory.config.filter import FilterConfig
 
 _WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
 
@@ -30,6 +34,10 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 class Dedup(Filter):
     name = "dedup"
+
+    @classmethod
+    def from_config(cls, config: FilterConfig) -> Dedup | None:
+        return cls(config.dedup) if config.dedup is not None else None
 
     def __init__(self, threshold: float = 0.9):
         self.threshold = threshold

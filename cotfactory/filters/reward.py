@@ -7,12 +7,21 @@ score (say, a judge reply that does not parse) is dropped with reason ``unscored
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cotfactory.filters.base import Filter, ProblemGroup
 from cotfactory.records import Verdict
+
+if TYPE_CHECKING:
+    from cotfactory.config.filter import FilterConfig
 
 
 class Reward(Filter):
     name = "reward"
+
+    @classmethod
+    def from_config(cls, config: FilterConfig) -> Reward | None:
+        return cls(config.reward_threshold, config.top_k) if config.reward is not None else None
 
     def __init__(self, threshold: float | None = None, top_k: int | None = None):
         self.threshold = threshold

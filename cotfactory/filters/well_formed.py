@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cotfactory.filters.base import Filter, ProblemGroup
 from cotfactory.records import Sample, Verdict
+
+if TYPE_CHECKING:
+    from cotfactory.config.filter import FilterConfig
 
 
 def malformation(sample: Sample) -> str | None:
@@ -21,6 +26,10 @@ def malformation(sample: Sample) -> str | None:
 
 class WellFormed(Filter):
     name = "well_formed"
+
+    @classmethod
+    def from_config(cls, config: FilterConfig) -> WellFormed | None:
+        return cls() if config.well_formed else None
 
     def apply(self, group: ProblemGroup) -> list[Verdict]:
         return [self.verdict(s, (why := malformation(s)) is None, why or "") for s in group.survivors]

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cotfactory.errors import TeacherError
-from cotfactory.models import load_causal_lm, load_tokenizer, model_label, resolve_model_path
+from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, resolve_model_path
 from cotfactory.records import Problem
 from cotfactory.scorers.base import Score, ScoreItem, Scorer
 
 if TYPE_CHECKING:
-    from cotfactory.filter_config import FilterConfig
+    from cotfactory.config.filter import FilterConfig
 
 #: Bump when the prompts change: it is part of the scores' cache key.
 PROMPT_FORMAT_VERSION = 1
@@ -139,6 +139,3 @@ class AnswerGainScorer(Scorer):
             token_logps = picked.gather(1, input_ids.to(device)[row_index, position + 1].unsqueeze(1)).squeeze(1)
             sums = torch.zeros(len(rows), dtype=torch.float32, device=device).index_add_(0, row_index, token_logps)
         return [float(value) for value in sums.cpu()]
-
-
-SCORER = AnswerGainScorer

@@ -10,7 +10,7 @@ from cotfactory.hashing import stable_hash
 from cotfactory.records import Problem, Sample
 
 if TYPE_CHECKING:
-    from cotfactory.filter_config import FilterConfig
+    from cotfactory.config.filter import FilterConfig
 
 
 @dataclass(frozen=True)

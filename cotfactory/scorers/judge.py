@@ -20,17 +20,16 @@ import jinja2
 import jinja2.meta
 from pydantic import BaseModel, Field, ValidationError
 
-from cotfactory.config import GenerateConfig, describe_validation_error
 from cotfactory.errors import ConfigError
 from cotfactory.hashing import stable_hash
 from cotfactory.prompts import Template, load_template
 from cotfactory.records import RenderedPrompt, Request, Sample
 from cotfactory.scorers.base import Score, ScoreItem, Scorer
-from cotfactory.teachers import make_teacher
-from cotfactory.teachers.base import Teacher
+from cotfactory.teachers import make_teacher, teacher_options
+from cotfactory.teachers.base import Teacher, TeacherOptions
 
 if TYPE_CHECKING:
-    from cotfactory.filter_config import FilterConfig
+    from cotfactory.config.filter import FilterConfig
 
 JUDGE_TEACHERS = ("openai", "hf")
 MAX_TOKENS = 64
@@ -92,10 +91,10 @@ class JudgeScorer(Scorer):
 
     def __init__(self, config: FilterConfig):
         super().__init__(config)
-        self.generate_config = judge_generate_config(config)
+        self.teacher_options = judge_teacher_options(config)
         self.template = load_template(config.judge_template)
         _check_template(self.template)
-        teacher = make_teacher(self.generate_config)
+        teacher = make_teacher(self.teacher_options)
         teacher.check_prompt(_sample_prompt(self.template))
         asyncio.run(_preflight(teacher))
         #: kept for the next batch only when it holds nothing tied to an event loop (see _reusable)
@@ -106,7 +105,7 @@ class JudgeScorer(Scorer):
         return {"teacher": self.config.judge_teacher, "model": self.model, "template": self.template.hash}
 
     def score(self, items: list[ScoreItem]) -> list[Score]:
-        teacher = self._teacher or make_teacher(self.generate_config)
+        teacher = self._teacher or make_teacher(self.teacher_options)
         requests = [self.request(item) for item in items]
         replies = asyncio.run(_judge(teacher, requests))
         self._teacher = teacher if _reusable(teacher) else None
@@ -131,29 +130,26 @@ class JudgeScorer(Scorer):
         )
 
 
-def judge_generate_config(config: FilterConfig) -> GenerateConfig:
-    """The teacher configuration of the judge, with errors naming the judge_* fields."""
+def judge_teacher_options(config: FilterConfig) -> TeacherOptions:
+    """The judge's teacher, built from the judge_* keys by that adapter's own options."""
     if config.judge_teacher not in JUDGE_TEACHERS:
         raise ConfigError(f"judge_teacher '{config.judge_teacher}': choose one of {', '.join(JUDGE_TEACHERS)}")
     if config.judge_teacher == "openai" and not config.judge_model:
         raise ConfigError("judge_model is required with judge_teacher 'openai' (the served model's name)")
+    values: dict[str, Any] = {"kind": config.judge_teacher, "model": config.judge_model}
+    if config.judge_teacher == "openai":
+        values |= {
+            "base_url": config.judge_base_url,
+            "api_key_env": config.judge_api_key_env,
+            "concurrency": config.judge_concurrency,
+        }
+    else:
+        values |= {"batch_size": config.reward_batch_size, "device": config.device}
     try:
-        return GenerateConfig(
-            input="-",
-            out="-",
-            teacher=config.judge_teacher,
-            model=config.judge_model,
-            base_url=config.judge_base_url,
-            api_key_env=config.judge_api_key_env,
-            concurrency=config.judge_concurrency,
-            temperatures=[0.0],
-            max_tokens=MAX_TOKENS,
-            length_retry_tokens=0,
-            batch_size=config.reward_batch_size,
-            device=config.device,
-        )
+        return teacher_options(values)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, GenerateConfig, "judge")) from None
+        first = exc.errors()[0]
+        raise ConfigError(f"judge: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 def _check_template(template: Template) -> None:
@@ -202,6 +198,3 @@ async def _judge(teacher: Teacher, requests: list[Request]) -> list[Sample | Non
     finally:
         await teacher.aclose()
     return replies
-
-
-SCORER = JudgeScorer

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotfactory.errors import ConfigError, TeacherError
-from cotfactory.models import resolve_device, resolve_dtype
+from cotfactory.model_loading import resolve_device, resolve_dtype
 from cotfactory.scorers.base import Score, ScoreItem, Scorer
 
 if TYPE_CHECKING:
-    from cotfactory.filter_config import FilterConfig
+    from cotfactory.config.filter import FilterConfig
 
 #: Bump when the text given to the model changes: it is part of the scores' cache key.
 FORMAT_VERSION = 1
@@ -156,6 +156,3 @@ def _load_tokenizer(location: str, spec: str, trust_remote_code: bool) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-SCORER = RewardModelScorer

@@ -1,33 +1,32 @@
-"""Teachers turn requests into samples. One interface; a new adapter is one file plus a line here.
+"""Teachers turn requests into samples. One interface; a new adapter is one file plus its registration.
 
 Adapters are imported only when chosen, so ``cotfactory generate --teacher openai`` never pays for
-importing torch.
+importing torch. Each adapter class carries its ``Options`` model: a config's ``teacher`` section is
+validated by the chosen adapter's own options, never by a shared bag of every adapter's keys.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-from typing import TYPE_CHECKING
+from typing import Any
 
-from cotfactory.errors import ConfigError
+from cotfactory.registry import Registry
+from cotfactory.teachers.base import Teacher, TeacherOptions
 
-if TYPE_CHECKING:
-    from cotfactory.config import GenerateConfig
-    from cotfactory.teachers.base import Teacher
-
-#: adapter name → module defining a ``Teacher`` subclass named ``TEACHER``.
-ADAPTERS = {
-    "openai": "cotfactory.teachers.openai_api",
-    "hf": "cotfactory.teachers.hf",
-    "replay": "cotfactory.teachers.replay",
-}
+TEACHERS: Registry[type[Teacher]] = Registry("teacher")
+TEACHERS.register("openai", "cotfactory.teachers.openai_api:OpenAITeacher")
+TEACHERS.register("hf", "cotfactory.teachers.hf:HFTeacher")
+TEACHERS.register("replay", "cotfactory.teachers.replay:ReplayTeacher")
 
 
-def make_teacher(config: GenerateConfig) -> Teacher:
-    if config.teacher not in ADAPTERS:
-        close = difflib.get_close_matches(config.teacher, list(ADAPTERS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown teacher '{config.teacher}'{hint}; choose one of: {', '.join(ADAPTERS)}")
-    module = importlib.import_module(ADAPTERS[config.teacher])
-    return module.TEACHER(config)
+def teacher_options(values: dict[str, Any], where: str = "") -> TeacherOptions:
+    """``{kind: NAME, …}`` validated by adapter NAME's options (a ConfigError for an unknown kind)."""
+    kind = values.get("kind")
+    if not isinstance(kind, str):
+        raise ValueError("teacher: 'kind' (the adapter's name) is required")
+    options = TEACHERS.get(kind, where).Options.model_validate(values)
+    options.check()
+    return options
+
+
+def make_teacher(options: TeacherOptions, retry_tokens: int = 0) -> Teacher:
+    return TEACHERS.get(options.kind)(options, retry_tokens)

@@ -4,16 +4,34 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from cotfactory.records import Problem, RenderedPrompt, Request, Sample
 
-if TYPE_CHECKING:
-    from cotfactory.config import GenerateConfig
+
+class TeacherOptions(BaseModel):
+    """The options one teacher adapter takes; each adapter subclasses this beside its ``Teacher``.
+
+    In a config these sit under ``teacher:`` (``{kind: openai, model: …, base_url: …}``) or, the
+    older flat form, beside ``teacher: openai`` at the top of ``generate:`` — both load the same.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="Teacher adapter.")
+    model: str | None = Field(None, description="The model the adapter runs or asks.")
+
+    #: the adapter can give next-token logits (what SCOTT contrastive decoding needs)
+    gives_logits: ClassVar[bool] = False
+
+    def check(self) -> None:
+        """Raise ValueError when a needed option is missing (the message names the option)."""
 
 
 class Teacher(ABC):
-    """Subclasses set ``name`` and implement ``generate``.
+    """Subclasses set ``name`` and ``Options`` and implement ``generate``.
 
     ``generate`` pulls requests lazily from the iterator (which may stop early, e.g. at the token
     budget) and yields lists of samples; each list is one completed unit of work that the store
@@ -21,9 +39,12 @@ class Teacher(ABC):
     """
 
     name: str = ""
+    Options: ClassVar[type[TeacherOptions]] = TeacherOptions
 
-    def __init__(self, config: GenerateConfig):
-        self.config = config
+    def __init__(self, options: TeacherOptions, retry_tokens: int = 0):
+        """``retry_tokens``: max_tokens of the one retry after a 'length' finish (0: no retry)."""
+        self.options = options
+        self.retry_tokens = retry_tokens
         self.problems: dict[str, Problem] = {}
 
     def attach_problems(self, problems: dict[str, Problem]) -> None:
@@ -33,7 +54,7 @@ class Teacher(ABC):
     @property
     def model_label(self) -> str:
         """The model name recorded in every request (part of the request key)."""
-        return self.config.model or ""
+        return self.options.model or ""
 
     def check_prompt(self, prompt: RenderedPrompt) -> None:  # noqa: B027 - optional hook
         """Raise TeacherError when this teacher cannot take this form of prompt."""

@@ -11,23 +11,42 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
+from cotfactory.config.fields import RUNTIME
 from cotfactory.errors import TeacherError
-from cotfactory.models import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
+from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
 from cotfactory.records import RenderedPrompt, Request, Sample
-from cotfactory.teachers.base import Teacher
+from cotfactory.teachers.base import Teacher, TeacherOptions
 
 WINDOW_BATCHES = 8  # batches' worth of requests sorted together by length
 
 
+class HFOptions(TeacherOptions):
+    """A local transformers causal LM (a folder, a hub id, or a .gguf file)."""
+
+    kind: Literal["hf"] = "hf"
+    model: str | None = Field(None, description="Path, hub id or .gguf file (default: the embedded SmolLM2).")
+    batch_size: int = Field(16, ge=1, description="Sequences decoded together.", json_schema_extra=RUNTIME)
+    device: str = Field("auto", description="Device: auto, cpu, cuda, cuda:1, mps.", json_schema_extra=RUNTIME)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype (auto: bfloat16 on GPUs that support it, else float32)."
+    )
+
+    gives_logits: ClassVar[bool] = True
+
+
 class HFTeacher(Teacher):
     name = "hf"
+    Options = HFOptions
 
-    def __init__(self, config: Any):
-        super().__init__(config)
+    def __init__(self, options: HFOptions, retry_tokens: int = 0):
+        super().__init__(options, retry_tokens)
+        self.options: HFOptions = options
         quiet_transformers()
-        self._location = resolve_model_path(config.model)  # checks the model exists; converts GGUF once
+        self._location = resolve_model_path(options.model)  # checks the model exists; converts GGUF once
         self.tokenizer = load_tokenizer(self._location)
         self.tokenizer.padding_side = "left"
         self._model: Any = None  # loaded on first use: a finished run never pays for it
@@ -36,12 +55,12 @@ class HFTeacher(Teacher):
     @property
     def model(self) -> Any:
         if self._model is None:
-            self._model = load_causal_lm(self._location, self.config.device, self.config.dtype)
+            self._model = load_causal_lm(self._location, self.options.device, self.options.dtype)
         return self._model
 
     @property
     def model_label(self) -> str:
-        return model_label(self.config.model)
+        return model_label(self.options.model)
 
     def check_prompt(self, prompt: RenderedPrompt) -> None:
         if prompt.messages is not None and not self.tokenizer.chat_template:
@@ -53,7 +72,7 @@ class HFTeacher(Teacher):
         return self.tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
 
     async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
-        window = self.config.batch_size * WINDOW_BATCHES
+        window = self.options.batch_size * WINDOW_BATCHES
         requests = iter(requests)
         while chunk := list(itertools.islice(requests, window)):
             for batch in self._batches(chunk):
@@ -70,7 +89,7 @@ class HFTeacher(Teacher):
 
         encoded = [(r, self._encode(r.prompt)) for r in chunk]  # type: ignore[arg-type]
         encoded.sort(key=lambda item: (kind(item), len(item[1])))
-        size = self.config.batch_size
+        size = self.options.batch_size
         for _, group in itertools.groupby(encoded, key=kind):
             members = list(group)
             for start in range(0, len(members), size):
@@ -82,7 +101,7 @@ class HFTeacher(Teacher):
     def generate_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
         import torch
 
-        from cotfactory.teachers.sampling import PerRowSampler
+        from cotfactory.decoders.per_row_sampling import PerRowSampler
 
         started = time.monotonic()
         requests = [r for r, _ in batch]
@@ -119,7 +138,7 @@ class HFTeacher(Teacher):
     def generate_contrastive_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
         """SCOTT contrastive decoding: each row follows its target context (prompt with the answer it
         must support) and is contrasted against the same prompt with the other answer."""
-        from cotfactory.teachers.contrastive import ContrastiveRow, contrastive_generate
+        from cotfactory.decoders.contrastive import ContrastiveRow, contrastive_generate
 
         started = time.monotonic()
         rows = [
@@ -185,6 +204,3 @@ class HFTeacher(Teacher):
 
 def _contrastive(request: Request) -> bool:
     return request.mode in ("contrastive", "counterfactual")
-
-
-TEACHER = HFTeacher

@@ -15,15 +15,17 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import openai
 from aiolimiter import AsyncLimiter
+from pydantic import Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from cotfactory.config.fields import RUNTIME
 from cotfactory.errors import TeacherError
 from cotfactory.records import Request, Sample
-from cotfactory.teachers.base import Teacher
+from cotfactory.teachers.base import Teacher, TeacherOptions
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _MAX_RETRY_AFTER = 120.0
@@ -84,33 +86,67 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class OpenAIOptions(TeacherOptions):
+    """Any OpenAI-compatible endpoint, through the ``openai`` SDK."""
+
+    kind: Literal["openai"] = "openai"
+    model: str | None = Field(None, description="The served model's name.")
+    base_url: list[str] = Field([], description="OpenAI-compatible base URL(s); several spread the load.")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="Name of the environment variable holding the API key ('' for none)."
+    )
+    concurrency: int = Field(16, ge=1, le=4096, description="Requests in flight at once.", json_schema_extra=RUNTIME)
+    rpm: float | None = Field(None, gt=0, description="Requests-per-minute limit.", json_schema_extra=RUNTIME)
+    tpm: float | None = Field(None, gt=0, description="Tokens-per-minute limit.", json_schema_extra=RUNTIME)
+    timeout: float = Field(
+        120.0, gt=0, description="Seconds before one HTTP attempt times out.", json_schema_extra=RUNTIME
+    )
+    max_attempts: int = Field(
+        6, ge=1, le=50, description="Attempts per request on transient errors.", json_schema_extra=RUNTIME
+    )
+    use_n: Literal["auto", "always", "never"] = Field(
+        "auto", description="Ask for several samples with n>1 (auto: until the server shows it ignores n)."
+    )
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    def check(self) -> None:
+        if not self.model:
+            raise ValueError("teacher 'openai' needs 'model' (the served model's name)")
+
+
 class OpenAITeacher(Teacher):
     name = "openai"
+    Options = OpenAIOptions
 
-    def __init__(self, config: Any):
-        super().__init__(config)
-        if not config.base_url and not os.environ.get("OPENAI_BASE_URL"):
-            config_urls = ["https://api.openai.com/v1"]
+    def __init__(self, options: OpenAIOptions, retry_tokens: int = 0):
+        super().__init__(options, retry_tokens)
+        self.options: OpenAIOptions = options
+        if not options.base_url and not os.environ.get("OPENAI_BASE_URL"):
+            urls = ["https://api.openai.com/v1"]
         else:
-            config_urls = list(config.base_url) or [os.environ["OPENAI_BASE_URL"]]
-        self._key = self._read_key(config.api_key_env)
+            urls = list(options.base_url) or [os.environ["OPENAI_BASE_URL"]]
+        self._key = self._read_key(options.api_key_env)
         self.clients = [
             openai.AsyncOpenAI(
                 base_url=url,
                 api_key=self._key or "no-key",
                 max_retries=0,
-                timeout=config.timeout,
-                http_client=_http_client(config.timeout),
+                timeout=options.timeout,
+                http_client=_http_client(options.timeout),
             )
-            for url in config_urls
+            for url in urls
         ]
-        self.base_urls = config_urls
+        self.base_urls = urls
         self._in_flight = [0] * len(self.clients)
         self._next_client = 0
-        self._rpm = AsyncLimiter(config.rpm, 60) if config.rpm else None
-        self._tpm = AsyncLimiter(config.tpm, 60) if config.tpm else None
+        self._rpm = AsyncLimiter(options.rpm, 60) if options.rpm else None
+        self._tpm = AsyncLimiter(options.tpm, 60) if options.tpm else None
         #: None: not known yet; learnt from the first n>1 call in ``auto`` mode.
-        self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[config.use_n]
+        self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[options.use_n]
         self.requests_sent = 0
 
     @staticmethod
@@ -132,7 +168,7 @@ class OpenAITeacher(Teacher):
         """Every base URL must answer HTTP at all (any status will do: some servers lack /models)."""
         for client, url in zip(self.clients, self.base_urls, strict=True):
             try:
-                await client.with_options(timeout=min(self.config.timeout, 10.0)).models.list()
+                await client.with_options(timeout=min(self.options.timeout, 10.0)).models.list()
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 raise TeacherError(f"cannot reach base URL {url}: {self.redact(str(exc.__cause__ or exc))}") from None
             except openai.APIStatusError:
@@ -173,7 +209,7 @@ class OpenAITeacher(Teacher):
             finally:
                 await results.put(None)
 
-        workers = [asyncio.create_task(worker()) for _ in range(self.config.concurrency)]
+        workers = [asyncio.create_task(worker()) for _ in range(self.options.concurrency)]
         finished = 0
         try:
             while finished < len(workers):
@@ -222,7 +258,7 @@ class OpenAITeacher(Teacher):
     async def _maybe_retry_length(self, sample: Sample, started: float) -> Sample:
         """On finish_reason 'length', ask once more with a larger max_tokens (up to the cap)."""
         request = sample.request
-        bigger = self.config.retry_tokens
+        bigger = self.retry_tokens
         if sample.finish_reason != "length" or bigger <= request.max_tokens:
             return sample
         response, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, bigger)
@@ -245,7 +281,7 @@ class OpenAITeacher(Teacher):
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_transient),
-                stop=stop_after_attempt(self.config.max_attempts),
+                stop=stop_after_attempt(self.options.max_attempts),
                 wait=BackoffWait(),
                 reraise=True,
             ):
@@ -392,6 +428,3 @@ def _split_tokens(total: int, texts: list[str]) -> list[int]:
     shares = [total * length // sum(lengths) for length in lengths]
     shares[0] += total - sum(shares)
     return shares
-
-
-TEACHER = OpenAITeacher

@@ -22,23 +22,39 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from cotfactory.errors import ConfigError, DataError
 from cotfactory.records import Request, Sample
-from cotfactory.teachers.base import Teacher
+from cotfactory.teachers.base import Teacher, TeacherOptions
 
 _SHARD = re.compile(r"_(\d+)\.json$")
 # PaLM goes on to invent the next few-shot turn: "\n\nQ:" (CommonsenseQA) or "\n\nPremise:" (e-SNLI)
 PALM_CUT = re.compile(r"\n\n(?:Q|Premise):")
 
 
+class ReplayOptions(TeacherOptions):
+    """Recorded completions: the DSS PaLM files, or an OpenAI Batch API output file."""
+
+    kind: Literal["replay"] = "replay"
+    model: str | None = Field(None, description="Label recorded as the model (default 'replay').")
+    replay: str | None = Field(None, description="Recorded completions (DSS PaLM files or Batch API JSONL).")
+
+    def check(self) -> None:
+        if not self.replay:
+            raise ValueError("teacher 'replay' needs 'replay' (the recorded completions)")
+
+
 class ReplayTeacher(Teacher):
     name = "replay"
 
-    def __init__(self, config: Any):
-        super().__init__(config)
-        self.source = str(config.replay)
+    Options = ReplayOptions
+
+    def __init__(self, options: ReplayOptions, retry_tokens: int = 0):
+        super().__init__(options, retry_tokens)
+        self.source = str(options.replay)
         self._by_key: dict[str, str] = {}
         self._by_problem: dict[str, list[str]] = defaultdict(list)
         self._dss: dict[str, list[str]] = {}  # split ("" for a single file) → completions by position
@@ -50,7 +66,7 @@ class ReplayTeacher(Teacher):
 
     @property
     def model_label(self) -> str:
-        return self.config.model or "replay"
+        return self.options.model or "replay"
 
     # DSS PaLM arrays --------------------------------------------------------------------------
     def _find_dss_files(self) -> dict[str, list[Path]]:
@@ -164,6 +180,3 @@ def _read_json_array(path: Path) -> list[str]:
 def _text_of(choice: dict[str, Any]) -> str:
     message = choice.get("message")
     return (message or {}).get("content") or choice.get("text") or ""
-
-
-TEACHER = ReplayTeacher

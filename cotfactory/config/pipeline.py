@@ -1,0 +1,127 @@
+"""A pipeline file: one experiment as YAML — generate → filter → students → eval → report.
+
+``load_pipeline`` reads it, applies ``--set key.path=value`` overrides and fills the keys the
+pipeline owns (each stage's output folder) before validation, so errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cotfactory.config.eval import EvalSettings
+from cotfactory.config.files import read_config_file
+from cotfactory.config.filter import FilterConfig
+from cotfactory.config.generate import GenerateConfig
+from cotfactory.config.train import TrainConfig
+from cotfactory.errors import ConfigError
+
+
+class EvalSection(EvalSettings):
+    """Held-out problems every student is evaluated on."""
+
+    untrained: bool = Field(
+        False,
+        description="Also score each student's base model untrained (label-only format) on the same problems, "
+        "into students/NAME/untrained/: the student's 'before'.",
+    )
+
+
+class StudentSection(TrainConfig):
+    """A student to train: every train-student key, plus a name; input and out are set by the pipeline."""
+
+    name: str = Field(description="Folder name under RUN_DIR/students/.")
+    input: str = Field("", description="(set by the pipeline: the run directory)")
+    out: str = Field("", description="(set by the pipeline: RUN_DIR/students/NAME)")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The experiment's name.")
+    description: str = Field("", description="What the experiment shows.")
+    out: str = Field(description="Run directory.")
+    generate: GenerateConfig = Field(description="`cotfactory generate` keys (out is the run directory).")
+    filter: FilterConfig | None = Field(None, description="`cotfactory filter` keys (run_dir is set).")
+    students: list[StudentSection] = Field([], description="Students to train from the filtered samples.")
+    eval: EvalSection | None = Field(None, description="Held-out evaluation of every student.")
+    report: bool = Field(True, description="Write RUN_DIR/report/report.html at the end.")
+
+
+def _inject(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill the keys the pipeline owns (output folders) before validation."""
+    raw = copy.deepcopy(raw)
+    out = raw.get("out")
+    if isinstance(raw.get("generate"), dict):
+        raw["generate"].setdefault("out", out)
+    if isinstance(raw.get("filter"), dict):
+        raw["filter"].setdefault("run_dir", out)
+    for student in raw.get("students") or []:
+        if isinstance(student, dict) and out is not None:
+            student.setdefault("input", out)
+            student.setdefault("out", str(Path(out) / "students" / str(student.get("name", "student"))))
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set generate.limit=4`` / ``students.0.lr=1e-3``: values are read as YAML scalars."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        node: Any = raw
+        parts = path.split(".")
+        for part in parts[:-1]:
+            _check_step(node, part, item)
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        last = parts[-1]
+        _check_step(node, last, item)
+        node[int(last) if isinstance(node, list) else last] = yaml.safe_load(value)
+    return raw
+
+
+def _check_step(node: Any, part: str, item: str) -> None:
+    """``part`` must name a key of a section or an existing index of a list."""
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return
+    if isinstance(node, dict):
+        return
+    raise ConfigError(f"--set {item!r}: '{part}' is not a key or index of that section")
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None, out: str | None = None) -> PipelineConfig:
+    raw = read_config_file(path)
+    raw = apply_overrides(raw, overrides or [])
+    if out is not None:
+        raw["out"] = out
+    try:
+        return PipelineConfig.model_validate(_inject(raw))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a typo explains the rest
+    where = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        model = _model_at(err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(model.model_fields), n=1) if model else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{source}: {where}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{source}: {where}: required"
+    return f"{source}: {where}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    sections = {"generate": GenerateConfig, "filter": FilterConfig, "students": StudentSection, "eval": EvalSection}
+    if not loc:
+        return PipelineConfig
+    return sections.get(str(loc[0]))
