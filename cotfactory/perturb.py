@@ -12,7 +12,7 @@ from typing import Literal
 from cotfactory.answers import normalize_number
 from cotfactory.errors import DataError
 from cotfactory.hashing import derive_seed
-from cotfactory.records import Problem
+from cotfactory.records import Problem, choice_letter
 
 Perturbation = Literal["auto", "choice", "flip", "number", "empty"]
 _AUTO = {"choice": "choice", "yes_no": "flip", "number": "number", "text": "empty"}
@@ -54,5 +54,5 @@ def _nearby_number(problem: Problem, rng: random.Random) -> str:
 def display_answer(problem: Problem, answer: str) -> str:
     """How an answer is written in an answer-first prompt: '(c) wooded area' for choices."""
     if problem.answer_type == "choice" and problem.choices and answer in problem.choices:
-        return f"({'abcdefghij'[problem.choices.index(answer)]}) {answer}"
+        return f"({choice_letter(problem.choices.index(answer))}) {answer}"
     return answer

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import string
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cotfactory.errors import DataError, TemplateError
 from cotfactory.hashing import stable_hash
 from cotfactory.paths import bundled
-from cotfactory.records import Problem, RenderedPrompt
+from cotfactory.records import Problem, RenderedPrompt, choice_letter
 
 #: The variables a template may use. Anything else is an error when the template is loaded.
 VARIABLES = {
@@ -164,10 +163,7 @@ class Template:
                 f"problem '{problem.id}' has answer type '{problem.answer_type}'; template '{self.name}' "
                 f"is for {', '.join(self.spec.answer_types)}"
             )
-        options = [
-            {"letter": letter, "text": text}
-            for letter, text in zip(string.ascii_lowercase, problem.choices or [], strict=False)
-        ]
+        options = [{"letter": choice_letter(index), "text": text} for index, text in enumerate(problem.choices or [])]
         return {
             "question": problem.question,
             "choices": problem.choices,

@@ -6,6 +6,7 @@ store, so a bad value fails where it enters rather than three stages later.
 
 from __future__ import annotations
 
+import string
 from functools import cached_property
 from typing import Any, Literal
 
@@ -15,6 +16,23 @@ from cotfactory.hashing import derive_seed, stable_hash
 
 AnswerType = Literal["number", "choice", "yes_no", "text"]
 FinishReason = Literal["stop", "length", "error"]
+
+
+def choice_letter(index: int) -> str:
+    """The letter a choice is named by, everywhere (prompts, students, answers): 0 → 'a'."""
+    return string.ascii_lowercase[index]
+
+
+def choice_index(letter: str, count: int) -> int | None:
+    """The position a letter ('c', '(C)') names among ``count`` choices; None if it names none."""
+    letter = letter.strip().strip("()").lower()
+    index = string.ascii_lowercase.find(letter) if len(letter) == 1 else -1
+    return index if 0 <= index < count else None
+
+
+def lettered_choices(choices: list[str]) -> str:
+    """Choices on one line: '(a) x (b) y'."""
+    return " ".join(f"({choice_letter(i)}) {choice}" for i, choice in enumerate(choices))
 
 
 class Problem(BaseModel):

@@ -22,107 +22,73 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from cotfactory.errors import ConfigError, DataError
 
 
-@dataclass(frozen=True)
-class StudentDir:
+class Inside:
+    """A file or folder of a run directory, declared by name: ``samples = Inside("samples.jsonl")``
+    makes ``RunDir(p).samples`` the path ``p / "samples.jsonl"``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, folder: _Folder | None, owner: type) -> Path:
+        if folder is None:
+            return Path(self.name)
+        return folder.path / self.name
+
+
+class _Folder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.path == self.path  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+
+class StudentDir(_Folder):
     """``train-student``'s output folder: the adapter or weights, and what it learned and scored."""
 
-    path: Path
-
-    UNTRAINED = "untrained"  # the base model, scored untrained on the same problems: the student's "before"
-
-    def __init__(self, path: str | Path):
-        object.__setattr__(self, "path", Path(path))
-
-    @property
-    def info(self) -> Path:
-        return self.path / "student.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def examples(self) -> Path:
-        """What the student learned from, each example with its teacher sample's key."""
-        return self.path / "examples.jsonl"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def fingerprint(self) -> Path:
-        """The pipeline's fingerprint of the training run the checkpoints belong to."""
-        return self.path / ".fingerprint"
-
-    @property
-    def predictions(self) -> Path:
-        return self.path / "predictions.jsonl"
-
-    @property
-    def evaluation(self) -> Path:
-        return self.path / "eval.json"
+    info = Inside("student.json")
+    metrics = Inside("metrics.jsonl")
+    examples = Inside("examples.jsonl")  # what the student learned from, each with its teacher sample's key
+    checkpoints = Inside("checkpoints")
+    fingerprint = Inside(".fingerprint")  # the pipeline's fingerprint of the run the checkpoints belong to
+    predictions = Inside("predictions.jsonl")
+    evaluation = Inside("eval.json")
 
     @property
     def untrained(self) -> StudentDir:
-        return StudentDir(self.path / self.UNTRAINED)
+        """The base model, scored untrained on the same problems: the student's "before"."""
+        return StudentDir(self.path / "untrained")
 
     def is_student(self) -> bool:
         """A folder ``train-student`` finished (its student.json exists)."""
         return self.info.is_file()
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(_Folder):
     """A run directory made by ``generate`` and filled by the later stages."""
 
-    path: Path
-
-    def __init__(self, path: str | Path):
-        object.__setattr__(self, "path", Path(path))
-
-    @property
-    def store(self) -> Path:
-        return self.path / "store.sqlite"
-
-    @property
-    def config(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def samples(self) -> Path:
-        return self.path / "samples.jsonl"
-
-    @property
-    def samples_dataset(self) -> Path:
-        return self.path / "dataset"
-
-    @property
-    def filtered(self) -> Path:
-        return self.path / "filtered.jsonl"
-
-    @property
-    def filtered_dataset(self) -> Path:
-        return self.path / "filtered"
-
-    @property
-    def funnel(self) -> Path:
-        return self.path / "funnel.json"
-
-    @property
-    def pipeline_state(self) -> Path:
-        return self.path / "pipeline.json"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.path / "report"
+    store = Inside("store.sqlite")
+    config = Inside("config.json")
+    samples = Inside("samples.jsonl")
+    samples_dataset = Inside("dataset")
+    filtered = Inside("filtered.jsonl")
+    filtered_dataset = Inside("filtered")
+    funnel = Inside("funnel.json")
+    pipeline_state = Inside("pipeline.json")
+    report_dir = Inside("report")
+    students_dir = Inside("students")
 
     @property
     def report_html(self) -> Path:
@@ -131,10 +97,6 @@ class RunDir:
     @property
     def report_json(self) -> Path:
         return self.report_dir / "report.json"
-
-    @property
-    def students_dir(self) -> Path:
-        return self.path / "students"
 
     def student(self, name: str) -> StudentDir:
         return StudentDir(self.students_dir / name)

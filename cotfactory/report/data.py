@@ -63,8 +63,8 @@ class TemperatureYield:
 class LossCurve:
     """One loss (``loss`` or ``loss_<task>``) over the training steps that logged it."""
 
-    steps: list[int]
-    values: list[float]
+    steps: list[int] = field(default_factory=list)  # filled step by step as metrics.jsonl is read
+    values: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
+from cotfactory.records import lettered_choices
 from cotfactory.report.data import (
     Evaluation,
     Example,
@@ -257,7 +258,7 @@ def _failure_html(failure: FailureReport) -> str:
         verdict = "right" if failure.ranked_correct else "wrong"
         ranked = f" · ranked by log-likelihood {_fmt(failure.ranked)} ({verdict})"
     choices = failure.choices or []
-    options = " ".join(f"({'abcdefghij'[i] if i < 10 else i}) {escape(c)}" for i, c in enumerate(choices))
+    options = escape(lettered_choices(choices))
     leak = (
         '<p class="warning">This held-out problem is also among the training examples: it leaked into training.</p>'
         if failure.in_training

@@ -292,7 +292,7 @@ def _loss_curves(metrics: list[dict[str, Any]]) -> dict[str, LossCurve]:
             if (key == "loss" or key.startswith("loss_")) and isinstance(value, int | float) and "step" in line:
                 if not math.isfinite(value):
                     continue
-                curve = curves.setdefault(key, LossCurve(steps=[], values=[]))
+                curve = curves.setdefault(key, LossCurve())
                 curve.steps.append(line["step"])
                 curve.values.append(float(value))
     return dict(sorted(curves.items(), key=lambda item: (item[0] != "loss", item[0])))

@@ -13,13 +13,12 @@ forward pass per batch; only the answer positions' logits are normalised.
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cotfactory.errors import TeacherError
-from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, resolve_model_path
-from cotfactory.records import Problem
+from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
+from cotfactory.records import Problem, lettered_choices
 from cotfactory.scorers.base import Score, ScoreItem, Scorer
 
 if TYPE_CHECKING:
@@ -45,9 +44,7 @@ def question_block(problem: Problem) -> str:
     """The question, with choice problems' options on one line after it: '(a) x (b) y'."""
     if not problem.choices:
         return problem.question
-    lettered = zip(string.ascii_lowercase, problem.choices, strict=False)
-    options = " ".join(f"({letter}) {text}" for letter, text in lettered)
-    return f"{problem.question}\n{options}"
+    return f"{problem.question}\n{lettered_choices(problem.choices)}"
 
 
 def prompts(problem: Problem, rationale: str, answer: str) -> tuple[tuple[str, str, str], tuple[str, str, str]]:
@@ -63,10 +60,7 @@ class AnswerGainScorer(Scorer):
 
     def __init__(self, config: FilterConfig):
         super().__init__(config)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+        quiet_transformers()
         self.label = model_label(config.scorer_model)
         location = resolve_model_path(config.scorer_model)
         self.tokenizer = load_tokenizer(location)

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotfactory.errors import ConfigError, TeacherError
-from cotfactory.model_loading import resolve_device, resolve_dtype
+from cotfactory.errors import ConfigError, TeacherError, first_line
+from cotfactory.model_loading import quiet_transformers, resolve_device, resolve_dtype
 from cotfactory.scorers.base import Score, ScoreItem, Scorer
 
 if TYPE_CHECKING:
@@ -31,10 +31,7 @@ class RewardModelScorer(Scorer):
 
     def __init__(self, config: FilterConfig):
         super().__init__(config)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
+        quiet_transformers()
         assert config.reward is not None
         self.spec = config.reward
         location = _check_location(self.spec)
@@ -124,7 +121,7 @@ def _load_model(location: str, spec: str, device: str, trust_remote_code: bool) 
     try:
         model_config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise TeacherError(f"reward model '{spec}': cannot load its config: {_first_line(exc)}") from None
+        raise TeacherError(f"reward model '{spec}': cannot load its config: {first_line(exc)}") from None
     architectures = model_config.architectures or []
     classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
     if architectures and not classifier and not trust_remote_code:
@@ -137,7 +134,7 @@ def _load_model(location: str, spec: str, device: str, trust_remote_code: bool) 
             location, dtype=resolve_dtype("auto", device), trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as exc:
-        raise TeacherError(f"reward model '{spec}': cannot load: {_first_line(exc)}") from None
+        raise TeacherError(f"reward model '{spec}': cannot load: {first_line(exc)}") from None
     return model.to(device).eval()
 
 
@@ -147,12 +144,7 @@ def _load_tokenizer(location: str, spec: str, trust_remote_code: bool) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise TeacherError(f"reward model '{spec}': cannot load its tokenizer: {_first_line(exc)}") from None
+        raise TeacherError(f"reward model '{spec}': cannot load its tokenizer: {first_line(exc)}") from None
     if tokenizer.pad_token_id is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from cotfactory.errors import ConfigError, DataError
-from cotfactory.records import Problem
+from cotfactory.records import Problem, choice_index
 from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from cotfactory.students.methods import METHODS, UNTRAINED_METHOD, PromptFormat
 from cotfactory.students.methods.base import label_target
 from cotfactory.students.methods.label_only import ANSWER_CUE
-from cotfactory.students.records import choice_index
 
 MANIFEST = "lm_eval.json"
 # the first number, as GSM8K's lm-eval task reads one: "$1,234.5" → "1,234.5" (commas ignored by exact_match)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import string
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cotfactory.errors import DataError
+from cotfactory.records import lettered_choices
 
 _SUBQUESTION_LINE = re.compile(r"^\s*(?P<q>[^\n]*?\?)\s*\*\*\s*(?P<a>.+?)\s*$", re.M)
 
@@ -40,24 +40,11 @@ def parse_subquestions(text: str) -> list[tuple[str, str]]:
     return [(m.group("q").strip(), m.group("a").strip()) for m in _SUBQUESTION_LINE.finditer(text)]
 
 
-def choice_letter(index: int) -> str:
-    """The letter a choice is named by: 0 → 'a'."""
-    return string.ascii_lowercase[index]
-
-
-def choice_index(letter: str, count: int) -> int | None:
-    """The position a letter ('c', '(C)') names among ``count`` choices; None if it names none."""
-    letter = letter.strip().strip("()").lower()
-    index = string.ascii_lowercase.find(letter) if len(letter) == 1 else -1
-    return index if 0 <= index < count else None
-
-
 def format_question(question: str, choices: list[str] | None) -> str:
     """The question as every student sees it; choices on one line as '(a) x (b) y'."""
     if not choices:
         return question
-    options = " ".join(f"({choice_letter(i)}) {c}" for i, c in enumerate(choices))
-    return f"{question}\nAnswer Choices: {options}"
+    return f"{question}\nAnswer Choices: {lettered_choices(choices)}"
 
 
 def records_from_rows(rows: list[dict[str, Any]], source: str) -> list[TeachingRecord]:

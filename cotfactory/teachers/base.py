@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,11 +26,20 @@ class TeacherOptions(BaseModel):
     #: the adapter can give next-token logits (what SCOTT contrastive decoding needs)
     gives_logits: ClassVar[bool] = False
 
+    #: options the adapter cannot work without → what each is, for the error that names it
+    needs: ClassVar[dict[str, str]] = {}
+
     def check(self) -> None:
         """Raise ValueError when a needed option is missing (the message names the option)."""
+        for name, what in self.needs.items():
+            if not getattr(self, name):
+                raise ValueError(f"teacher '{self.kind}' needs '{name}' ({what})")
 
 
-class Teacher(ABC):
+OptionsT = TypeVar("OptionsT", bound=TeacherOptions)
+
+
+class Teacher(ABC, Generic[OptionsT]):
     """Subclasses set ``name`` and ``Options`` and implement ``generate``.
 
     ``generate`` pulls requests lazily from the iterator (which may stop early, e.g. at the token
@@ -41,9 +50,9 @@ class Teacher(ABC):
     name: str = ""
     Options: ClassVar[type[TeacherOptions]] = TeacherOptions
 
-    def __init__(self, options: TeacherOptions, retry_tokens: int = 0):
+    def __init__(self, options: OptionsT, retry_tokens: int = 0):
         """``retry_tokens``: max_tokens of the one retry after a 'length' finish (0: no retry)."""
-        self.options = options
+        self.options: OptionsT = options
         self.retry_tokens = retry_tokens
         self.problems: dict[str, Problem] = {}
 

@@ -38,13 +38,12 @@ class HFOptions(TeacherOptions):
     gives_logits: ClassVar[bool] = True
 
 
-class HFTeacher(Teacher):
+class HFTeacher(Teacher[HFOptions]):
     name = "hf"
     Options = HFOptions
 
     def __init__(self, options: HFOptions, retry_tokens: int = 0):
         super().__init__(options, retry_tokens)
-        self.options: HFOptions = options
         quiet_transformers()
         self._location = resolve_model_path(options.model)  # checks the model exists; converts GGUF once
         self.tokenizer = load_tokenizer(self._location)

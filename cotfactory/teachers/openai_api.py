@@ -15,7 +15,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import openai
 from aiolimiter import AsyncLimiter
@@ -90,6 +90,7 @@ class OpenAIOptions(TeacherOptions):
     """Any OpenAI-compatible endpoint, through the ``openai`` SDK."""
 
     kind: Literal["openai"] = "openai"
+    needs: ClassVar[dict[str, str]] = {"model": "the served model's name"}
     model: str | None = Field(None, description="The served model's name.")
     base_url: list[str] = Field([], description="OpenAI-compatible base URL(s); several spread the load.")
     api_key_env: str | None = Field(
@@ -113,18 +114,13 @@ class OpenAIOptions(TeacherOptions):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
 
-    def check(self) -> None:
-        if not self.model:
-            raise ValueError("teacher 'openai' needs 'model' (the served model's name)")
 
-
-class OpenAITeacher(Teacher):
+class OpenAITeacher(Teacher[OpenAIOptions]):
     name = "openai"
     Options = OpenAIOptions
 
     def __init__(self, options: OpenAIOptions, retry_tokens: int = 0):
         super().__init__(options, retry_tokens)
-        self.options: OpenAIOptions = options
         if not options.base_url and not os.environ.get("OPENAI_BASE_URL"):
             urls = ["https://api.openai.com/v1"]
         else:

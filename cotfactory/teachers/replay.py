@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -39,17 +39,13 @@ class ReplayOptions(TeacherOptions):
     """Recorded completions: the DSS PaLM files, or an OpenAI Batch API output file."""
 
     kind: Literal["replay"] = "replay"
+    needs: ClassVar[dict[str, str]] = {"replay": "the recorded completions"}
     model: str | None = Field(None, description="Label recorded as the model (default 'replay').")
     replay: str | None = Field(None, description="Recorded completions (DSS PaLM files or Batch API JSONL).")
 
-    def check(self) -> None:
-        if not self.replay:
-            raise ValueError("teacher 'replay' needs 'replay' (the recorded completions)")
 
-
-class ReplayTeacher(Teacher):
+class ReplayTeacher(Teacher[ReplayOptions]):
     name = "replay"
-
     Options = ReplayOptions
 
     def __init__(self, options: ReplayOptions, retry_tokens: int = 0):
