@@ -27,17 +27,15 @@ import hashlib
 import json
 import random
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from loopback import ProcessServer, serve_aiohttp  # noqa: E402
 
 MODEL_ID = "arith-teacher"
 EXPRESSION = re.compile(r"What is (\d+(?:\s*[-+]\s*\d+)+)\s*\?")
@@ -164,82 +162,24 @@ def build_app(server_seed: int) -> Any:
     return app
 
 
-async def serve(port: int, server_seed: int) -> None:
-    from aiohttp import web
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(build_app(server_seed), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=2048)
-    await site.start()
-    sys.stdout.write(f"PORT {runner.addresses[0][1]}\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=0, help="server seed mixed into every reply's draw")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port, args.seed))
+    asyncio.run(serve_aiohttp(build_app(args.seed), args.port))
 
 
-class ArithTeacher:
+class ArithTeacher(ProcessServer):
     """Start the arithmetic teacher as a subprocess for the duration of a ``with`` block."""
 
     def __init__(self, *args: str) -> None:
+        super().__init__([sys.executable, str(Path(__file__).resolve()), *args], name="arith teacher")
         self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.base_url = ""
-
-    def __enter__(self) -> ArithTeacher:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--port", "0", *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        line: list[str] = []
-        stdout = self.proc.stdout
-        assert stdout is not None
-        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(30)
-        if not line or not line[0].startswith("PORT "):
-            self._stop()
-            raise RuntimeError(f"arith teacher did not start: {cmd!r} printed {line!r}")
-        self.port = int(line[0].split()[1])
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        return self
 
     def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
+        result: dict[str, Any] = self.get_json("/stats")
         return result
-
-    def _stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self.proc = None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop()
 
 
 if __name__ == "__main__":

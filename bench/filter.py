@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 WORDS = [
     "apples",
@@ -47,8 +48,10 @@ WORDS = [
 
 def make_run(run_dir: Path, problems: int, per_problem: int, seed: int = 0) -> None:
     """A synthetic run directory: store + samples.jsonl, as `generate` would leave it."""
+    from helpers import make_sample
+
     from cotfactory.export import sample_row
-    from cotfactory.records import Problem, Request, Sample
+    from cotfactory.records import Problem, Sample
     from cotfactory.run_dir import write_jsonl_atomic
     from cotfactory.store import Store
 
@@ -65,18 +68,10 @@ def make_run(run_dir: Path, problems: int, per_problem: int, seed: int = 0) -> N
             for i in range(per_problem):
                 answer = str(2 * p + 1) if rng.random() < 0.6 else str(rng.randint(0, 9))
                 words = " ".join(rng.choice(WORDS) for _ in range(30))
-                request = Request(
-                    problem_id=problem.id,
-                    template="zero-shot-cot",
-                    template_hash="h",
-                    teacher="hf",
-                    model="synthetic",
-                    temperature=0.7,
-                    seed=i,
-                    max_tokens=128,
-                )
                 text = f"{words} {p} + {p + 1} = {answer}. The answer is {answer}."
-                sample = Sample(request=request, text=text, rationale=text, answer=answer, completion_tokens=40)
+                sample = make_sample(
+                    answer, text, completion_tokens=40, problem_id=problem.id, model="synthetic", seed=i, max_tokens=128
+                )
                 batch.append(sample)
                 rows.append(sample_row(sample, problem))
             if len(batch) >= 2000:
@@ -103,10 +98,11 @@ def filter_peak(run_dir: Path) -> tuple[float, float]:
 
 def scoring(batch_size: int, count: int) -> None:
     import torch
+    from helpers import make_sample
 
     from cotfactory.config.filter import FilterConfig
     from cotfactory.model_loading import resolve_model_path
-    from cotfactory.records import Problem, Request, Sample
+    from cotfactory.records import Problem
     from cotfactory.scorers.answer_gain import AnswerGainScorer
     from cotfactory.scorers.base import ScoreItem
     from cotfactory.scorers.reward_model import RewardModelScorer
@@ -133,17 +129,7 @@ def scoring(batch_size: int, count: int) -> None:
         )
         words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60)))
         text = f"Tom starts with {i} apples, {words}, so {i} + {i + 3} = {2 * i + 3}."
-        request = Request(
-            problem_id=problem.id,
-            template="t",
-            template_hash="h",
-            teacher="hf",
-            model="m",
-            temperature=0.7,
-            seed=i,
-            max_tokens=64,
-        )
-        items.append(ScoreItem(problem, Sample(request=request, text=text, rationale=text, answer=str(2 * i + 3))))
+        items.append(ScoreItem(problem, make_sample(str(2 * i + 3), text, problem_id=problem.id, teacher="hf", seed=i)))
 
     rm_scorer = RewardModelScorer(FilterConfig(run_dir="-", reward=str(rm_dir), reward_batch_size=batch_size))
     started = time.perf_counter()

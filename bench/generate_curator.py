@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_openai_server import FakeServer  # noqa: E402
 from generate_api import MAX_TOKENS, cotfactory_run, rendered_messages, write_questions  # noqa: E402
+from helpers import write_jsonl  # noqa: E402
 
 DEFAULT_CURATOR_PYTHON = "/tmp/curator-venv/bin/python"
 
@@ -143,7 +144,7 @@ def main() -> None:
             data = write_questions(tmp / f"q{concurrency}.jsonl", count)
             ours = cotfactory_run(server.base_url, data, tmp / f"run{concurrency}", concurrency)
             messages = tmp / f"messages{concurrency}.jsonl"
-            messages.write_text("".join(json.dumps(m) + "\n" for m in rendered_messages(data)))
+            write_jsonl(messages, rendered_messages(data))
             before = server.stats()["requests"]
             theirs = curator_run(python, server.base_url, messages, concurrency, tmp)
             sent = server.stats()["requests"] - before

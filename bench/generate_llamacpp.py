@@ -21,28 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import read_jsonl  # noqa: E402
+from loopback import ProcessServer  # noqa: E402
 
 MODEL = "smollm2"
 TEMPERATURE = 0.7
 SEED = 1
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parallel_option() -> str | None:
@@ -52,7 +45,8 @@ def parallel_option() -> str | None:
     return next((name for name in ("n_parallel", "parallel") if name in ModelSettings.model_fields), None)
 
 
-def start_server(port: int, threads: int, slots: int) -> subprocess.Popen[bytes]:
+def llama_server(threads: int, slots: int) -> ProcessServer:
+    """llama-cpp-python's server on the embedded GGUF, started by a ``with`` block."""
     from cotfactory.model_loading import embedded_gguf
 
     command = [
@@ -73,25 +67,13 @@ def start_server(port: int, threads: int, slots: int) -> subprocess.Popen[bytes]
         "2048",
         "--host",
         "127.0.0.1",
-        "--port",
-        str(port),
         "--verbose",
         "False",
     ]
     option = parallel_option()
     if option:
         command += [f"--{option}", str(slots)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).read()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("llama.cpp server did not start") from None
-            time.sleep(0.5)
+    return ProcessServer(command, ready="/v1/models", name="llama.cpp server", start_timeout=120, stop_timeout=20)
 
 
 def write_problems(path: Path, count: int) -> Path:
@@ -188,30 +170,24 @@ def main() -> None:
             "llama-cpp-python server: no parallel-slots option (it decodes one request at a time behind a lock); "
             "compared at the same concurrency anyway"
         )
-    port = free_port()
-    server = start_server(port, args.threads, max(levels))
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = write_problems(Path(tmp) / "gsm8k.jsonl", args.problems)
-            requests = planned_requests(data, args.max_tokens)
-            asyncio.run(direct(base_url, requests[:1], 1))  # warm-up: pages the weights in
-            scan = {c: asyncio.run(direct(base_url, requests[: args.scan], c)) for c in levels}
-            fastest = max(levels, key=lambda c: scan[c][1] / scan[c][0])
-            best = (0.0, 0)  # tokens/s, tokens of the direct calls at the fastest concurrency
-            ours = (0.0, 0.0, 0)  # tokens/s of the sending phase, end to end, tokens
-            texts: dict[str, str] = {}
-            for attempt in range(args.passes):  # alternated, so that a change of machine load hits both
-                seconds, tokens, texts = asyncio.run(direct(base_url, requests, fastest))
-                best = max(best, (tokens / seconds, tokens))
-                out = Path(tmp) / f"run{attempt}"
-                send_s, total_s, tokens = cotfactory_run(base_url, data, out, args.max_tokens, fastest)
-                ours = max(ours, (tokens / send_s, tokens / total_s, tokens))
-            rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-            same = sum(texts.get(row["key"]) == row["text"] for row in rows)
-    finally:
-        server.terminate()
-        server.wait(20)
+    with llama_server(args.threads, max(levels)) as server, tempfile.TemporaryDirectory() as tmp:
+        base_url = server.base_url
+        data = write_problems(Path(tmp) / "gsm8k.jsonl", args.problems)
+        requests = planned_requests(data, args.max_tokens)
+        asyncio.run(direct(base_url, requests[:1], 1))  # warm-up: pages the weights in
+        scan = {c: asyncio.run(direct(base_url, requests[: args.scan], c)) for c in levels}
+        fastest = max(levels, key=lambda c: scan[c][1] / scan[c][0])
+        best = (0.0, 0)  # tokens/s, tokens of the direct calls at the fastest concurrency
+        ours = (0.0, 0.0, 0)  # tokens/s of the sending phase, end to end, tokens
+        texts: dict[str, str] = {}
+        for attempt in range(args.passes):  # alternated, so that a change of machine load hits both
+            seconds, tokens, texts = asyncio.run(direct(base_url, requests, fastest))
+            best = max(best, (tokens / seconds, tokens))
+            out = Path(tmp) / f"run{attempt}"
+            send_s, total_s, tokens = cotfactory_run(base_url, data, out, args.max_tokens, fastest)
+            ours = max(ours, (tokens / send_s, tokens / total_s, tokens))
+        rows = read_jsonl(out / "samples.jsonl")
+        same = sum(texts.get(row["key"]) == row["text"] for row in rows)
 
     print(
         f"direct AsyncOpenAI calls at the fastest of concurrency {args.concurrency} ({fastest}): {best[0]:6.1f} "

@@ -23,26 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
-
-
-def cli(*args: str) -> str:
-    from typer.testing import CliRunner
-
-    from cotfactory.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    if result.exit_code != 0:
-        sys.exit(f"cotfactory {' '.join(args)} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}")
-    return result.stdout
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import cli_or_exit, read_jsonl  # noqa: E402
 
 
 def rows(path: Path) -> dict[str, dict]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out[row["problem_id"]] = row
-    return out
+    return {row["problem_id"]: row for row in read_jsonl(path)}
 
 
 def lm_eval_run(tasks: Path) -> dict:
@@ -54,7 +40,7 @@ def lm_eval_run(tasks: Path) -> dict:
 
 
 def train(input_: str, method: str, out: Path, steps: int, *fmt: str) -> None:
-    cli(
+    cli_or_exit(
         "train-student",
         input_,
         *fmt,
@@ -71,7 +57,7 @@ def multiple_choice(folder: Path, test: int, steps: int) -> None:
         str(SHARED / "cqa_palm" / "cqa_train.json"), "label-only", student, steps, "--format", "cqa", "--limit", "400"
     )
     tasks = folder / "cqa-lm-eval"
-    cli(
+    cli_or_exit(
         *("eval", str(student), "--input", str(SHARED / "cqa_palm" / "cqa_test.json"), "--format", "cqa"),
         *("--limit", str(test), "--batch-size", "32", "--max-new-tokens", "16", "--lm-eval", str(tasks)),
     )
@@ -102,16 +88,16 @@ def generation(folder: Path, test: int, steps: int) -> None:
 
     run_dir = folder / "esnli-run"
     esnli = ROOT / "data" / "esnli"
-    cli(
+    cli_or_exit(
         *("generate", "--format", "esnli", "--input", str(esnli / "train_sample.json")),
         *("--teacher", "replay", "--replay", str(esnli / "palm_train_sample.json"), "--model", "palm-540b"),
         *("--template", "few-shot-cot-esnli", "--temperatures", "0", "--seeds", "0", "--out", str(run_dir)),
     )
-    cli("filter", str(run_dir), "--correct")
+    cli_or_exit("filter", str(run_dir), "--correct")
     student = folder / "esnli-finetune-cot"
     train(str(run_dir), "finetune-cot", student, steps)
     tasks = folder / "esnli-lm-eval"
-    cli(
+    cli_or_exit(
         *("eval", str(student), "--input", str(esnli / "test_sample.json"), "--format", "esnli"),
         *("--limit", str(test), "--batch-size", "32", "--max-new-tokens", "64", "--lm-eval", str(tasks)),
     )

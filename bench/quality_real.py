@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import cli_or_exit, read_jsonl  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -100,22 +102,10 @@ ROWS = (
 FULL_FT_TASK = "esnli"  # the one full fine-tuning row (of the best LoRA method there)
 
 
-def cli(*args: str) -> str:
-    """Run one `cotfactory` command in-process; its stdout, or exit with its output on failure."""
-    from typer.testing import CliRunner
-
-    from cotfactory.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    if result.exit_code != 0:
-        sys.exit(f"cotfactory {' '.join(args)} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}")
-    return result.stdout
-
-
 def make_runs(task: Task, plan: Plan, folder: Path) -> dict[str, Path]:
     """The replayed teacher run, filtered two ways: correct only, and every sample kept."""
     run = folder / "run"
-    cli(
+    cli_or_exit(
         "generate",
         *("--format", task.format, "--input", str(task.train), "--limit", str(plan.train)),
         *("--teacher", "replay", "--replay", str(task.replay), "--model", "palm-540b"),
@@ -125,7 +115,7 @@ def make_runs(task: Task, plan: Plan, folder: Path) -> dict[str, Path]:
     for variant, flags in {"filtered": ("--correct",), "unfiltered": ("--no-well-formed",)}.items():
         runs[variant] = folder / f"run-{variant}"
         shutil.copytree(run, runs[variant], dirs_exist_ok=True)
-        cli("filter", str(runs[variant]), *flags)
+        cli_or_exit("filter", str(runs[variant]), *flags)
     return runs
 
 
@@ -140,13 +130,13 @@ def evaluate(task: Task, plan: Plan, student: str, out: Path, untrained: bool = 
         args += ["--limit", str(plan.test)]
     if untrained:
         args += ["--out", str(out / "predictions.jsonl")]
-    cli(*args)
+    cli_or_exit(*args)
     return json.loads((out / "eval.json").read_text())
 
 
 def train(run: Path, method: str, plan: Plan, out: Path, lora_r: int, lr: float) -> float:
     started = time.perf_counter()
-    cli(
+    cli_or_exit(
         "train-student",
         str(run),
         *("--method", method, "--student", "embedded", "--out", str(out), "--lora-r", str(lora_r)),
@@ -166,7 +156,7 @@ def cell(summary: dict, kind: str) -> str:
 
 
 def ranked_right(folder: Path) -> dict[str, bool]:
-    rows = (json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip())
+    rows = read_jsonl(folder / "predictions.jsonl")
     return {row["problem_id"]: bool(row["ranked_correct"]) for row in rows}
 
 

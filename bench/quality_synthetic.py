@@ -33,8 +33,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from arith_teacher import ArithTeacher  # noqa: E402
+from helpers import cli_or_exit, read_jsonl, write_jsonl  # noqa: E402
 
 METHODS = ("label-only", "step-by-step", "finetune-cot")
 VARIANTS = ("unfiltered", "filtered")
@@ -98,28 +100,16 @@ def write_problems(folder: Path, train: int, test: int, seed: int, multiple: int
     rows = [{"id": f"a{i}", "question": q, "answer": str(a)} for i, (q, a) in enumerate(seen.items())]
     paths = folder / "train.jsonl", folder / "test.jsonl"
     for path, part in zip(paths, (rows[:train], rows[train:]), strict=True):
-        path.write_text("".join(json.dumps(row) + "\n" for row in part))
+        write_jsonl(path, part)
     return paths
 
 
 # --------------------------------------------------------------------------------------------- CLI
 
 
-def cli(*args: str) -> str:
-    """Run one `cotfactory` command in-process; its stdout, or exit with its output on failure."""
-    from typer.testing import CliRunner
-
-    from cotfactory.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    if result.exit_code != 0:
-        sys.exit(f"cotfactory {' '.join(args)} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}")
-    return result.stdout
-
-
 def generate(base_url: str, train: Path, out: Path, temperatures: str, seeds: str) -> float:
     started = time.perf_counter()
-    cli(
+    cli_or_exit(
         "generate",
         *("--input", str(train), "--format", "jsonl", "--answer-type", "number"),
         *("--teacher", "openai", "--model", "arith-teacher", "--base-url", base_url, "--api-key-env", ""),
@@ -136,14 +126,14 @@ def filter_variants(run: Path, folder: Path) -> dict[str, Path]:
     for variant in VARIANTS:
         runs[variant] = folder / f"run-{variant}"
         shutil.copytree(run, runs[variant])
-        cli("filter", str(runs[variant]), *flags[variant])
+        cli_or_exit("filter", str(runs[variant]), *flags[variant])
     return runs
 
 
 def train_and_eval(run: Path, test: Path, recipe: Recipe, method: str, out: Path) -> tuple[dict, float, float]:
     """(eval.json: held-out accuracy, …; training seconds, evaluation seconds)."""
     started = time.perf_counter()
-    cli(
+    cli_or_exit(
         "train-student",
         str(run),
         *("--method", method, "--student", recipe.student, "--out", str(out), "--lora-r", "0"),
@@ -151,7 +141,7 @@ def train_and_eval(run: Path, test: Path, recipe: Recipe, method: str, out: Path
         *("--no-group-by-length", "--logging-steps", "50", "--save-steps", "100000"),
     )
     trained = time.perf_counter()
-    cli(
+    cli_or_exit(
         "eval",
         str(out),
         *("--input", str(test), "--format", "jsonl", "--answer-type", "number"),
@@ -170,8 +160,7 @@ def teacher_accuracy(samples: Path) -> dict[float, tuple[int, int]]:
     from cotfactory.records import Problem
 
     counts: dict[float, list[int]] = defaultdict(lambda: [0, 0])
-    for line in samples.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(samples):
         problem = Problem(id=row["problem_id"], question=row["question"], gold=row["gold"], answer_type="number")
         counts[row["temperature"]][0] += answers.answers_match(row["answer"], row["gold"], problem)
         counts[row["temperature"]][1] += 1

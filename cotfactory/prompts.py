@@ -25,6 +25,7 @@ from cotfactory.errors import DataError, TemplateError
 from cotfactory.hashing import stable_hash
 from cotfactory.paths import bundled
 from cotfactory.records import Problem, RenderedPrompt, choice_letter
+from cotfactory.registry import Registry
 
 #: The variables a template may use. Anything else is an error when the template is loaded.
 VARIABLES = {
@@ -196,16 +197,17 @@ def _suggest(name: str, known: Any) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def template_dirs(extra: list[Path] | None = None) -> list[Path]:
-    return [*(extra or []), bundled("prompts")]
+#: templates registered by user code (name → YAML file); a --prompts-dir folder still wins over these
+TEMPLATES: Registry[Path] = Registry("template")
 
 
 def available_templates(extra_dirs: list[Path] | None = None) -> dict[str, Path]:
-    """Template name → file, earlier directories winning."""
-    found: dict[str, Path] = {}
-    for folder in reversed(template_dirs(extra_dirs)):
-        for path in sorted(Path(folder).glob("*.yaml")):
-            found[path.stem] = path
+    """Template name → file: the bundled ones, then registered ones, then --prompts-dir folders (the
+    earlier folder winning); a later source wins a name."""
+    found: dict[str, Path] = {path.stem: path for path in sorted(bundled("prompts").glob("*.yaml"))}
+    found |= {name: Path(TEMPLATES.get(name)) for name in TEMPLATES}
+    for folder in reversed(extra_dirs or []):
+        found |= {path.stem: path for path in sorted(Path(folder).glob("*.yaml"))}
     return found
 
 

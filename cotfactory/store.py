@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cotfactory.records import Problem, Sample, Verdict
+from cotfactory.run_dir import RunDir
 
 SCHEMA_VERSION = 1
 _CHUNK = 500  # keys per ``IN (...)`` lookup: well under SQLite's parameter limit
@@ -54,8 +55,6 @@ CREATE TABLE IF NOT EXISTS verdicts (
 class Store:
     """A run directory's ``store.sqlite``. Written from one thread; read from anywhere."""
 
-    FILENAME = "store.sqlite"
-
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -67,7 +66,8 @@ class Store:
 
     @classmethod
     def in_run(cls, run_dir: str | Path) -> Store:
-        return cls(Path(run_dir) / cls.FILENAME)
+        """The store of a run directory."""
+        return cls(RunDir(run_dir).store)
 
     def close(self) -> None:
         self._db.close()

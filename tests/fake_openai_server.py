@@ -44,17 +44,14 @@ import copy
 import hashlib
 import json
 import random
-import signal
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from loopback import ProcessServer, serve_aiohttp
 
 FAULT_KINDS: tuple[str, ...] = (
     "429",
@@ -400,25 +397,6 @@ def build_app(config: Config) -> Any:
     return app
 
 
-async def serve(port: int, config: Config) -> None:
-    from aiohttp import web
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # installed before PORT is printed, so no signal is missed
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(build_app(config), access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=2048)
-    await site.start()
-    sys.stdout.write(f"PORT {runner.addresses[0][1]}\n")
-    sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[int, Config]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
@@ -458,75 +436,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[int, Config]:
 
 def main(argv: list[str] | None = None) -> None:
     port, config = parse_args(argv)
-    asyncio.run(serve(port, config))
+    asyncio.run(serve_aiohttp(build_app(config), port))
 
 
 # --------------------------------------------------------------------------------------------- test helper
 
 
-class FakeServer:
+class FakeServer(ProcessServer):
     """Start the fake server as a subprocess for the duration of a ``with`` block."""
 
     def __init__(self, *args: str) -> None:
+        super().__init__([sys.executable, str(Path(__file__).resolve()), *args], name="fake server")
         self.args: tuple[str, ...] = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.port: int = 0
-        self.base_url: str = ""
-
-    def __enter__(self) -> FakeServer:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--port", "0", *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        line: list[str] = []
-        stdout = self.proc.stdout
-        assert stdout is not None
-        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(30)
-        if not line or not line[0].startswith("PORT "):
-            self._stop()
-            raise RuntimeError(f"fake server did not start: {cmd!r} printed {line!r}")
-        self.port = int(line[0].split()[1])
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        return self
-
-    @property
-    def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def stats(self, detail: bool = False) -> dict[str, Any]:
         """The server's accounting (``detail``: also bodies answered twice, permanent failures, attempts)."""
-        path = "/stats/detail" if detail else "/stats"
-        with urllib.request.urlopen(f"{self.root_url}{path}", timeout=10) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
+        result: dict[str, Any] = self.get_json("/stats/detail" if detail else "/stats")
         return result
 
     def reset(self) -> None:
-        req = urllib.request.Request(f"{self.root_url}/reset", data=b"", method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            resp.read()
-
-    def _stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self.proc = None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop()
+        self.post("/reset")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl
 
 from cotfactory.answers import answers_match, extract, normalize_number, normalize_text, safe_eval
 from cotfactory.errors import ConfigError
@@ -307,8 +308,7 @@ def _shared(path: str) -> Path:
 
 def test_gpt3_gsm8k_verdicts_agree_with_is_correct() -> None:
     agree, total, disagreements = 0, 0, []
-    for index, line in enumerate(_shared("gsm8k/example_model_solutions.jsonl").read_text().splitlines()):
-        record = json.loads(line)
+    for index, record in enumerate(read_jsonl(_shared("gsm8k/example_model_solutions.jsonl"))):
         problem = Problem(id=str(index), question=record["question"], answer_type="number")
         _, gold = extract(record["ground_truth"], problem)
         assert gold is not None
@@ -330,7 +330,7 @@ def test_gpt3_gsm8k_verdicts_agree_with_is_correct() -> None:
 
 
 def test_palm_cqa_completions() -> None:
-    questions = [json.loads(line) for line in _shared("cqa_palm/cqa_test.json").read_text().splitlines()]
+    questions = read_jsonl(_shared("cqa_palm/cqa_test.json"))
     completions = [text for i in (0, 1) for text in json.loads(_shared(f"cqa_palm/llm/test_CoT_{i}.json").read_text())]
     assert len(questions) == len(completions) == 1221
     extracted, correct, hedged, unexplained = 0, 0, 0, []
@@ -365,7 +365,7 @@ def test_palm_cqa_completions() -> None:
 
 
 def test_bundled_palm_sample() -> None:
-    questions = [json.loads(line) for line in (ROOT / "data" / "cqa" / "test_sample.json").read_text().splitlines()]
+    questions = read_jsonl(ROOT / "data" / "cqa" / "test_sample.json")
     completions = json.loads((ROOT / "data" / "cqa" / "palm_test_sample.json").read_text())
     answers = []
     for record, completion in zip(questions, completions, strict=True):

@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from cotfactory.cli import app
+from helpers import invoke_ok, read_jsonl, run_cli, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -493,8 +491,7 @@ CASES = [
 def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("good")
     argv = Folder(folder, folder).generate()
-    result = CliRunner().invoke(app, argv)
-    assert result.exit_code == 0, result.output
+    invoke_ok(*argv)
     return folder / "out"
 
 
@@ -536,7 +533,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: Case, good_run: P
     folder = Folder(tmp_path, good_run)
     argv = case.argv(folder)
     before = _snapshot(tmp_path)
-    result = CliRunner().invoke(app, argv)
+    result = run_cli(*argv)
     output = result.stdout + result.stderr
     assert result.exit_code == 2, (result.exit_code, output, result.exception)
     _assert_one_line_error(output, [name.replace("{d}", str(tmp_path)) for name in case.names])
@@ -556,7 +553,7 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
         else:  # root (CAP_DAC_OVERRIDE) writes anyway: out-under-a-regular-file covers this case there
             pytest.skip("a 0o500 folder does not stop this user's writes")
         before = _snapshot(tmp_path)
-        result = CliRunner().invoke(app, argv)
+        result = run_cli(*argv)
         _assert_one_line_error(result.stdout + result.stderr, [f"{read_only} is not writable"])
         assert result.exit_code == 2 and _snapshot(tmp_path) == before
     finally:
@@ -569,16 +566,10 @@ def test_read_only_output_folder(tmp_path: Path) -> None:
 def _many(folder: Path, count: int) -> list[str]:
     """generate args for ``count`` problems, each with a replayed answer, out to FOLDER/out."""
     ids = [f"p{i}" for i in range(count)]
-    data = folder / "q.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "question": f"What is {i}?", "answer": "1"}) + "\n" for i in ids))
-    replay = folder / "replay.jsonl"
+    data = write_jsonl(folder / "q.jsonl", ({"id": i, "question": f"What is {i}?", "answer": "1"} for i in ids))
     text = "Adding one and nothing more gives one. " * 8 + "The answer is 1."
-    replay.write_text(
-        "".join(
-            json.dumps({"custom_id": i, "response": {"body": {"choices": [{"message": {"content": text}}]}}}) + "\n"
-            for i in ids
-        )
-    )
+    body = {"choices": [{"message": {"content": text}}]}
+    replay = write_jsonl(folder / "replay.jsonl", ({"custom_id": i, "response": {"body": body}} for i in ids))
     return [
         "generate",
         "--input",
@@ -633,8 +624,7 @@ def test_disk_full_before_the_store_exists(tmp_path: Path) -> None:
     run_dir = tmp_path / "out"
     assert {p.stat().st_size for p in run_dir.rglob("*") if p.is_file()} <= {0}
     assert _stray_files(run_dir) == [] and not (run_dir / "config.json").exists()
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    invoke_ok(*args)
     assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 20
 
 
@@ -645,8 +635,7 @@ def test_disk_full_in_the_middle_of_a_run(tmp_path: Path) -> None:
     sends only the missing requests and ends with exactly the samples of an undisturbed run."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    result = CliRunner().invoke(app, _many(reference, 200))
-    assert result.exit_code == 0, result.output
+    invoke_ok(*_many(reference, 200))
     full_size = (reference / "out" / "store.sqlite").stat().st_size
 
     work = tmp_path / "work"
@@ -665,8 +654,7 @@ def test_disk_full_in_the_middle_of_a_run(tmp_path: Path) -> None:
         stored = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
     assert 0 < stored < 200, stored
 
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
-    expected = [json.loads(line) for line in (reference / "out" / "samples.jsonl").read_text().splitlines()]
+    invoke_ok(*args)
+    rows = read_jsonl(run_dir / "samples.jsonl")
+    expected = read_jsonl(reference / "out" / "samples.jsonl")
     assert [(r["key"], r["text"]) for r in rows] == [(r["key"], r["text"]) for r in expected]

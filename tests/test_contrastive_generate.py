@@ -6,24 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok, read_jsonl
 
-from cotfactory.cli import app
 from cotfactory.perturb import perturbed_answer
 from cotfactory.problems import load_problems
 from cotfactory.records import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 CQA = ROOT / "data" / "cqa" / "test_sample.json"
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_contrastive_and_counterfactual_samples(tiny_llama: Path, tmp_path: Path) -> None:
@@ -53,21 +43,19 @@ def test_contrastive_and_counterfactual_samples(tiny_llama: Path, tmp_path: Path
         "--out",
         str(out),
     ]
-    code, output = _cli(*args)
-    assert code == 0, output
-    rows = _rows(out / "samples.jsonl")
+    output = invoke_ok(*args)
+    rows = read_jsonl(out / "samples.jsonl")
     assert [r["mode"] for r in rows] == ["contrastive", "counterfactual"] * 3
     problems = load_problems("cqa", CQA, limit=3)
     for problem, (factual, counter) in zip(problems, zip(rows[::2], rows[1::2], strict=True), strict=True):
         wrong = perturbed_answer(problem, "auto", 1)
         assert factual["answer"] == problem.gold and counter["answer"] == wrong != problem.gold
         assert json.loads(factual["metadata"]) == {} and factual["key"] != counter["key"]
-    code, output = _cli(*args)  # resumable like any run
+    code, output = invoke(*args)  # resumable like any run
     assert code == 0 and "new this run                 │ 0" in output
     # the random model's rationales are truncated: skip well-formed to see the correct filter's verdicts
-    code, output = _cli("filter", str(out), "--no-well-formed", "--correct")
-    assert code == 0, output
-    kept = _rows(out / "filtered.jsonl")
+    output = invoke_ok("filter", str(out), "--no-well-formed", "--correct")
+    kept = read_jsonl(out / "filtered.jsonl")
     assert len(kept) == 6  # counterfactuals are judged against the answer they were written for
     assert [r["verdicts"]["correct"]["reason"] for r in kept] == ["kept"] * 6
 
@@ -93,7 +81,7 @@ def test_perturbations() -> None:
     ],
 )
 def test_contrastive_misuse_is_exit_2(tmp_path: Path, extra: list[str], message: str) -> None:
-    code, output = _cli(
+    code, output = invoke(
         "generate", "--input", str(CQA), "--format", "cqa", "--contrastive", *extra, "--out", str(tmp_path / "run")
     )
     assert code == 2 and message in output and not (tmp_path / "run").exists(), output
@@ -111,7 +99,7 @@ def test_contrastive_rationales_support_the_gold_answer_better(smollm2: str, tmp
     gains = {}
     for name, weight in (("plain", "0"), ("contrastive", "0.5")):
         out = tmp_path / name
-        code, output = _cli(
+        invoke_ok(
             "generate",
             "--input",
             str(CQA),
@@ -139,7 +127,6 @@ def test_contrastive_rationales_support_the_gold_answer_better(smollm2: str, tmp
             "--out",
             str(out),
         )
-        assert code == 0, output
         with Store.in_run(out) as store:
             problems = store.problems()
             samples = list(store.samples())

@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok, make_sample, read_jsonl, write_jsonl
 
-from cotfactory.cli import app
 from cotfactory.filters.base import ProblemGroup
 from cotfactory.filters.consistency import Consistency
 from cotfactory.filters.correct import Correct
 from cotfactory.filters.dedup import Dedup
 from cotfactory.filters.reward import Reward
 from cotfactory.filters.well_formed import WellFormed
-from cotfactory.records import Problem, Request, Sample
+from cotfactory.records import Problem, Sample
 from cotfactory.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,18 +24,8 @@ NO_GOLD = Problem(id="n", question="3 + 4?", answer_type="number")
 
 
 def _sample(index: int, answer: str | None, text: str | None = None, **fields: object) -> Sample:
-    request = Request(
-        problem_id="m",
-        template="t",
-        template_hash="h",
-        teacher="hf",
-        model="x",
-        temperature=0.5,
-        seed=index,
-        max_tokens=32,
-    )
     body = text if text is not None else f"Step {index}: 3 + 4. The answer is {answer}."
-    return Sample(request=request, text=body, rationale=body, answer=answer, **fields)
+    return make_sample(answer, body, problem_id=MATH.id, temperature=0.5, seed=index, max_tokens=32, **fields)
 
 
 def _group(problem: Problem, samples: list[Sample], scores: dict | None = None) -> ProblemGroup:
@@ -165,14 +154,9 @@ def test_dedup_groups_near_duplicates_and_keeps_the_best_scored() -> None:
 # --- the command on real runs --------------------------------------------------------------------------
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
-
-
 def _palm_run(tmp_path: Path, input_file: Path, replay: Path) -> Path:
     out = tmp_path / "palm"
-    code, output = _cli(
+    invoke_ok(
         "generate",
         "--input",
         str(input_file),
@@ -189,7 +173,6 @@ def _palm_run(tmp_path: Path, input_file: Path, replay: Path) -> Path:
         "--out",
         str(out),
     )
-    assert code == 0, output
     return out
 
 
@@ -197,10 +180,9 @@ def test_correct_filter_on_bundled_palm_rationales(tmp_path: Path) -> None:
     run = _palm_run(
         tmp_path, ROOT / "data" / "cqa" / "test_sample.json", ROOT / "data" / "cqa" / "palm_test_sample.json"
     )
-    code, output = _cli("filter", str(run), "--correct", "--dedup", "0.95")
-    assert code == 0, output
-    kept = [json.loads(line) for line in (run / "filtered.jsonl").read_text().splitlines()]
-    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    invoke_ok("filter", str(run), "--correct", "--dedup", "0.95")
+    kept = read_jsonl(run / "filtered.jsonl")
+    samples = read_jsonl(run / "samples.jsonl")
     right = [s for s in samples if s["answer"] == s["gold"]]
     assert len(kept) == len(right) and all(k["answer"] == k["gold"] == k["label"] for k in kept)
     assert kept[0]["verdicts"]["correct"] == {"keep": True, "reason": "kept", "score": None}
@@ -220,9 +202,8 @@ def test_correct_filter_on_all_palm_cqa_test_rationales(tmp_path: Path) -> None:
     if not SHARED.exists():
         pytest.skip("../shared/data is not here")
     run = _palm_run(tmp_path, SHARED / "cqa_test.json", SHARED / "llm")
-    code, output = _cli("filter", str(run), "--correct")
-    assert code == 0, output
-    kept = [json.loads(line) for line in (run / "filtered.jsonl").read_text().splitlines()]
+    invoke_ok("filter", str(run), "--correct")
+    kept = read_jsonl(run / "filtered.jsonl")
     precision = sum(k["answer"] == k["gold"] for k in kept) / len(kept)
     coverage = len(kept) / 1221
     print(f"PaLM CQA test: kept {len(kept)}/1221 = {coverage:.3f}, precision against gold {precision:.3f}")
@@ -233,7 +214,7 @@ def test_new_threshold_does_not_rescore(tmp_path: Path, tiny_llama: Path) -> Non
     run = _palm_run(
         tmp_path, ROOT / "data" / "cqa" / "test_sample.json", ROOT / "data" / "cqa" / "palm_test_sample.json"
     )
-    code, output = _cli(
+    output = invoke_ok(
         "filter",
         str(run),
         "--reward",
@@ -245,13 +226,12 @@ def test_new_threshold_does_not_rescore(tmp_path: Path, tiny_llama: Path) -> Non
         "--reward-batch-size",
         "4",
     )
-    assert code == 0, output
     assert "scored 16 samples" in output
-    code, output = _cli(
+    code, output = invoke(
         "filter", str(run), "--reward", "answer-gain", "--scorer-model", str(tiny_llama), "--reward-threshold", "-1000"
     )
     assert code == 0 and "scored" not in output
-    kept = [json.loads(line) for line in (run / "filtered.jsonl").read_text().splitlines()]
+    kept = read_jsonl(run / "filtered.jsonl")
     assert len(kept) == 16 and all(isinstance(k["reward"], float) for k in kept)
 
 
@@ -269,17 +249,17 @@ def test_bad_flags_exit_2_and_write_nothing(tmp_path: Path, args: list[str], mes
         tmp_path, ROOT / "data" / "cqa" / "test_sample.json", ROOT / "data" / "cqa" / "palm_test_sample.json"
     )
     before = sorted(p.name for p in run.iterdir())
-    code, output = _cli("filter", str(run), *args)
+    code, output = invoke("filter", str(run), *args)
     assert code == 2 and output.startswith("error: ") and message in output and output.count("\n") == 1, output
     assert sorted(p.name for p in run.iterdir()) == before
 
 
 def test_run_dir_without_samples(tmp_path: Path) -> None:
-    code, output = _cli("filter", str(tmp_path), "--correct")
+    code, output = invoke("filter", str(tmp_path), "--correct")
     assert code == 2 and "not a run directory" in output
     Store.in_run(tmp_path).close()
     (tmp_path / "samples.jsonl").write_text("")
-    code, output = _cli("filter", str(tmp_path), "--correct")
+    code, output = invoke("filter", str(tmp_path), "--correct")
     assert code == 2 and "no samples to filter" in output
 
 
@@ -287,14 +267,7 @@ def test_pseudo_labels_reach_the_correct_filter(tmp_path: Path) -> None:
     """`--correct --consistency` on problems without gold: correct runs first in the chain, and checks
     samples against the majority that consistency establishes before the chain (it used to drop every
     sample as no_gold)."""
-    import json
-
-    from typer.testing import CliRunner
-
-    from cotfactory.cli import app
-
-    data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"{i} + 3?"}) + "\n" for i in range(2)))
+    data = write_jsonl(tmp_path / "q.jsonl", ({"id": f"q{i}", "question": f"{i} + 3?"} for i in range(2)))
     replies = {"q0": ["3", "3", "4"], "q1": ["4", "5", "4"]}  # majorities 3 and 4
     batch = tmp_path / "batch.jsonl"
     lines = []
@@ -304,16 +277,12 @@ def test_pseudo_labels_reach_the_correct_filter(tmp_path: Path) -> None:
             for k, a in enumerate(answers)
         ]
         lines.append({"custom_id": pid, "response": {"status_code": 200, "body": {"choices": choices}}})
-    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    write_jsonl(batch, lines)
     run = tmp_path / "run"
     generate = ["generate", "--input", str(data), "--answer-type", "number", "--teacher", "replay"]
-    result = CliRunner().invoke(
-        app, [*generate, "--replay", str(batch), "--samples-per-setting", "3", "--out", str(run)]
-    )
-    assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["filter", str(run), "--correct", "--consistency", "0.5"])
-    assert result.exit_code == 0, result.output
-    kept = [json.loads(line) for line in (run / "filtered.jsonl").read_text().splitlines()]
+    invoke_ok(*generate, "--replay", str(batch), "--samples-per-setting", "3", "--out", str(run))
+    invoke_ok("filter", str(run), "--correct", "--consistency", "0.5")
+    kept = read_jsonl(run / "filtered.jsonl")
     assert sorted((row["problem_id"], row["answer"]) for row in kept) == [
         ("q0", "3"),
         ("q0", "3"),

@@ -9,18 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok, read_jsonl
 
-from cotfactory.cli import app
 from cotfactory.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 GSM8K = ROOT / "data" / "gsm8k" / "train_sample.jsonl"
-
-
-def _generate(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["generate", *args])
-    return result.exit_code, result.output
 
 
 def _tiny_args(tiny_llama: Path, out: Path, *extra: str) -> list[str]:
@@ -51,9 +45,8 @@ def _tiny_args(tiny_llama: Path, out: Path, *extra: str) -> list[str]:
 
 def test_generate_then_resume_sends_nothing(tiny_llama: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    code, output = _generate(*_tiny_args(tiny_llama, out))
-    assert code == 0, output
-    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    output = invoke_ok("generate", *_tiny_args(tiny_llama, out))
+    rows = read_jsonl(out / "samples.jsonl")
     assert len(rows) == 3 * 2 * 2
     required = {
         "key",
@@ -85,14 +78,14 @@ def test_generate_then_resume_sends_nothing(tiny_llama: Path, tmp_path: Path) ->
     dataset = datasets.load_from_disk(str(out / "dataset"))
     assert dataset.num_rows == 12 and dataset[0]["key"] == rows[0]["key"]
 
-    code, output = _generate(*_tiny_args(tiny_llama, out))
+    code, output = invoke("generate", *_tiny_args(tiny_llama, out))
     assert code == 0
     assert "new this run                 │ 0" in output and "requests sent                │ 0" in output
     with Store.in_run(out) as store:
         assert store.count() == 12
 
     # growing the grid adds only the new requests
-    code, output = _generate(*_tiny_args(tiny_llama, out, "--samples-per-setting", "2"))
+    code, output = invoke("generate", *_tiny_args(tiny_llama, out, "--samples-per-setting", "2"))
     assert code == 0
     assert "new this run                 │ 12" in output
     assert len((out / "samples.jsonl").read_text().splitlines()) == 24
@@ -104,21 +97,20 @@ def test_config_file_and_flag_precedence(tiny_llama: Path, tmp_path: Path) -> No
         f"input: {GSM8K}\nformat: gsm8k\nlimit: 2\nteacher: hf\nmodel: {tiny_llama}\n"
         f"temperatures: [0.5]\nseeds: [3]\nmax_tokens: 8\nout: {tmp_path / 'fromfile'}\n"
     )
-    code, output = _generate("--config", str(config), "--limit", "1")
-    assert code == 0, output
-    rows = [json.loads(line) for line in (tmp_path / "fromfile" / "samples.jsonl").read_text().splitlines()]
+    invoke_ok("generate", "--config", str(config), "--limit", "1")
+    rows = read_jsonl(tmp_path / "fromfile" / "samples.jsonl")
     assert len(rows) == 1 and rows[0]["seed"] == 3 and rows[0]["temperature"] == 0.5
 
 
 def test_token_budget_stops_cleanly(tiny_llama: Path, tmp_path: Path) -> None:
     out = tmp_path / "budget"
-    code, output = _generate(*_tiny_args(tiny_llama, out, "--max-total-tokens", "700"))
+    code, output = invoke("generate", *_tiny_args(tiny_llama, out, "--max-total-tokens", "700"))
     assert code == 3, output
     assert "stopped at the token budget" in output
     with Store.in_run(out) as store:
         used = sum(store.token_totals())
         assert 0 < store.count() < 12 and used <= 700
-    code, output = _generate(*_tiny_args(tiny_llama, out))  # no budget: finishes the rest
+    code, output = invoke("generate", *_tiny_args(tiny_llama, out))  # no budget: finishes the rest
     assert code == 0 and len((out / "samples.jsonl").read_text().splitlines()) == 12
 
 
@@ -182,7 +174,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "run"
-    code, output = _generate(*args, "--out", str(out))
+    code, output = invoke("generate", *args, "--out", str(out))
     assert code == 2, output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], output
@@ -192,17 +184,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: l
 def test_bad_config_file_keys(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("input: x.jsonl\nout: r\ntemperatur: [0.3]\n")
-    code, output = _generate("--config", str(config))
+    code, output = invoke("generate", "--config", str(config))
     assert code == 2 and f"error: {config}: unknown key 'temperatur' (did you mean 'temperatures'?)" in output
     config.write_text("input: x.jsonl\nout: r\ntemperatures: [0.3\n")
-    code, output = _generate("--config", str(config))
+    code, output = invoke("generate", "--config", str(config))
     assert code == 2 and f"{config}:" in output and "invalid YAML" in output
 
 
 def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
     data = tmp_path / "q.jsonl"
     data.write_text('{"id": "a", "question": "ok?", "answer": "1"}\n{"id": "b", "question": \n')
-    code, output = _generate("--input", str(data), "--out", str(tmp_path / "run"))
+    code, output = invoke("generate", "--input", str(data), "--out", str(tmp_path / "run"))
     assert code == 2 and f"{data}:2: not valid JSON" in output
     assert not (tmp_path / "run").exists()
 

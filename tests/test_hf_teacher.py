@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_request
 
 from cotfactory.decoders.per_row_sampling import PerRowSampler, nucleus_mask
 from cotfactory.records import RenderedPrompt, Request, Sample
@@ -26,10 +27,8 @@ def _teacher(model: str | Path, batch_size: int = 32) -> HFTeacher:
 
 def _requests(max_tokens: int = 24, stop: list[str] | None = None) -> list[Request]:
     return [
-        Request(
+        make_request(
             problem_id=f"p{i}",
-            template="t",
-            template_hash="h",
             teacher="hf",
             model="tiny",
             temperature=temperature,
@@ -138,10 +137,8 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p() -> None:
 def test_smollm2_writes_reasoning_and_batching_keeps_it(smollm2: str) -> None:
     teacher = _teacher(smollm2, batch_size=8)
     requests = [
-        Request(
+        make_request(
             problem_id=f"q{i}",
-            template="t",
-            template_hash="h",
             teacher="hf",
             model="smollm2",
             temperature=0.7,

@@ -14,10 +14,11 @@ from html import escape
 from pathlib import Path
 
 import pytest
+from helpers import make_sample, write_jsonl
 
 from cotfactory.export import sample_row
 from cotfactory.lineage import Judgement, StudentErrors, TeacherIndex, TfIdf, trace_run, trace_student, words
-from cotfactory.records import Problem, Request, Sample, Verdict
+from cotfactory.records import Problem, Sample, Verdict
 from cotfactory.report import write_report
 from cotfactory.store import Store
 
@@ -42,22 +43,17 @@ UNTRAINED = {**EVAL, "method": "label-only", "untrained": True, "correct": 0, "a
 
 
 def _sample(problem: Problem, text: str, answer: str, temperature: float, seed: int) -> Sample:
-    request = Request(
+    return make_sample(
+        answer,
+        PREAMBLE + text,
+        rationale=text,
         problem_id=problem.id,
-        template="zero-shot-cot",
         template_hash="t",
         teacher="replay",
         model="palm",
         temperature=temperature,
         seed=seed,
-        max_tokens=64,
     )
-    return Sample(request=request, text=PREAMBLE + text, rationale=text, answer=answer)
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
 def _example(task: str, source: str, target: str, problem_id: str, sample_key: str) -> dict:
@@ -122,7 +118,7 @@ def _make_run(root: Path) -> tuple[Path, dict[str, str]]:
             ]
         )
     current = [n for n in samples if n != "cars"]
-    _write_jsonl(
+    write_jsonl(
         run / "samples.jsonl", [sample_row(samples[n], problems[samples[n].request.problem_id]) for n in current]
     )
 
@@ -137,9 +133,9 @@ def _make_run(root: Path) -> tuple[Path, dict[str, str]]:
         key = keys[name] if name else ""
         examples.append(_example("label", f"predict: {question}", answer, problem_id, key))
         examples.append(_example("rationale", f"explain: {question}", rationale, problem_id, key))
-    _write_jsonl(student / "examples.jsonl", examples)
+    write_jsonl(student / "examples.jsonl", examples)
     held_out_apples = "Anna has 4 apples and buys 2 more apples. How many apples does she have?"
-    _write_jsonl(
+    write_jsonl(
         student / "predictions.jsonl",
         [
             _prediction("h-trains", "A train goes 90 miles in 3 hours. What is its speed?", "30", "30", True),
@@ -153,7 +149,7 @@ def _make_run(root: Path) -> tuple[Path, dict[str, str]]:
     untrained = student / "untrained"
     untrained.mkdir()
     (untrained / "eval.json").write_text(json.dumps(UNTRAINED))
-    _write_jsonl(untrained / "predictions.jsonl", [])
+    write_jsonl(untrained / "predictions.jsonl", [])
 
     old = run / "students" / "old"
     old.mkdir()
@@ -226,9 +222,9 @@ def test_sample_gone_from_samples_jsonl_is_read_from_the_store(
 def test_multiple_choice_counts_ranked_errors(built: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     run, _ = built
     folder = tmp_path / "mc"
-    _write_jsonl(folder / "examples.jsonl", [_example("label", "predict: Where is sand? (a) beach", "a", "q1", "")])
+    write_jsonl(folder / "examples.jsonl", [_example("label", "predict: Where is sand? (a) beach", "a", "q1", "")])
     choices = {"choices": ["beach", "moon"]}
-    _write_jsonl(
+    write_jsonl(
         folder / "predictions.jsonl",
         [
             _prediction(
@@ -253,7 +249,7 @@ def test_runs_without_lineage_give_nothing(tmp_path: Path) -> None:
     old = tmp_path / "students" / "old"
     old.mkdir(parents=True)
     (old / "eval.json").write_text(json.dumps(EVAL))
-    _write_jsonl(old / "predictions.jsonl", [_prediction("h", "q?", "1", "2", False)])
+    write_jsonl(old / "predictions.jsonl", [_prediction("h", "q?", "1", "2", False)])
     assert trace_run(tmp_path) == []  # predictions but no examples.jsonl (trained before it existed)
 
 

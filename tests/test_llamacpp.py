@@ -3,69 +3,39 @@ the embedded SmolLM2 GGUF. llama.cpp honours `seed` and ignores `n>1`: the teach
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke, read_jsonl
+from loopback import ProcessServer
 
-from cotfactory.cli import app
 from cotfactory.model_loading import embedded_gguf
 
 pytestmark = pytest.mark.llamacpp
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is installed by `make setup`")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(embedded_gguf()),
-            "--n_threads",
-            "2",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/models", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("llama.cpp server did not start") from None
-                time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(embedded_gguf()),
+        "--n_threads",
+        "2",
+        "--host",
+        "127.0.0.1",
+        "--n_ctx",
+        "2048",
+    ]
+    server = ProcessServer(command, ready="/v1/models", name="llama.cpp server", start_timeout=120, stop_timeout=20)
+    with server:
+        yield server.base_url
 
 
 def _generate(base_url: str, out: Path) -> tuple[int, str]:
@@ -102,14 +72,13 @@ def _generate(base_url: str, out: Path) -> tuple[int, str]:
         "--out",
         str(out),
     ]
-    result = CliRunner().invoke(app, args)
-    return result.exit_code, result.output
+    return invoke(*args)
 
 
 def test_generate_against_real_llama_cpp(llama_server: str, tmp_path: Path) -> None:
     code, output = _generate(llama_server, tmp_path / "a")
     assert code == 0, output
-    rows = [json.loads(line) for line in (tmp_path / "a" / "samples.jsonl").read_text().splitlines()]
+    rows = read_jsonl(tmp_path / "a" / "samples.jsonl")
     assert len(rows) == 6 and all(r["error"] is None for r in rows)
     assert all(r["completion_tokens"] > 0 and r["prompt_tokens"] > 20 for r in rows)
     # n>1 was asked for once per problem, answered with one choice, then the rest fanned out, each
@@ -119,7 +88,7 @@ def test_generate_against_real_llama_cpp(llama_server: str, tmp_path: Path) -> N
         assert len(texts) == 2 and texts[0] != texts[1]
     # llama.cpp honours seeds: a second run in a fresh directory writes the same texts
     code, _ = _generate(llama_server, tmp_path / "b")
-    again = [json.loads(line) for line in (tmp_path / "b" / "samples.jsonl").read_text().splitlines()]
+    again = read_jsonl(tmp_path / "b" / "samples.jsonl")
     assert code == 0 and [r["text"] for r in again] == [r["text"] for r in rows]
     # and a rerun of the first sends nothing
     code, output = _generate(llama_server, tmp_path / "a")

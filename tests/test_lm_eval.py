@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from helpers import invoke_ok, read_jsonl
 
-from cotfactory.cli import app
 from cotfactory.problems import load_problems
 from cotfactory.records import Problem
 from cotfactory.students.lm_eval_tasks import read_manifest, run_lm_eval, write_lm_eval_tasks
@@ -46,8 +45,7 @@ def _train(out: Path, input: Path, format: str, method: str, lora_r: int) -> Pat
 
 
 def _rows(path: Path) -> dict[str, dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["problem_id"]: row for row in rows}
+    return {row["problem_id"]: row for row in read_jsonl(path)}
 
 
 def _fake_student(folder: Path, method: str) -> Path:
@@ -130,9 +128,7 @@ def test_lm_eval_ranks_choices_as_cotfactory_eval_does(tmp_path: Path) -> None:
     folder = _train(tmp_path / "student", CQA_TRAIN, "cqa", "label-only", lora_r=0)
     tasks = tmp_path / "lm-eval"
     args = ["eval", str(folder), "--input", str(CQA_TEST), "--format", "cqa", "--limit", str(HELD_OUT)]
-    result = CliRunner().invoke(app, [*args, "--lm-eval", str(tasks)])
-    assert result.exit_code == 0, result.output
-    assert "lm_eval --model hf" in result.output
+    assert "lm_eval --model hf" in invoke_ok(*args, "--lm-eval", str(tasks))
     manifest = read_manifest(tasks)
     assert manifest["output_type"] == "multiple_choice" and manifest["problems"] == HELD_OUT
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from fake_openai_server import FakeServer
-from typer.testing import CliRunner
+from helpers import fake_teacher_args, invoke, read_jsonl, write_sums
 
-from cotfactory.cli import app
+from cotfactory.run_dir import RunDir
 from cotfactory.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,51 +26,14 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COTFACTORY_TEST_KEY", KEY)
 
 
-def _questions(path: Path, count: int) -> Path:
-    with path.open("w") as handle:
-        for i in range(count):
-            handle.write(
-                json.dumps({"id": f"q{i}", "question": f"What is {i} plus {i + 1}?", "answer": str(2 * i + 1)}) + "\n"
-            )
-    return path
-
-
 def _args(server: FakeServer, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "generate",
-        "--input",
-        str(data),
-        "--answer-type",
-        "number",
-        "--teacher",
-        "openai",
-        "--model",
-        "fake-teacher",
-        "--base-url",
-        server.base_url,
-        "--api-key-env",
-        "COTFACTORY_TEST_KEY",
-        "--template",
-        "zero-shot-cot",
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
-def _run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    return fake_teacher_args(server.base_url, data, out, "COTFACTORY_TEST_KEY", *extra)
 
 
 def test_every_request_answered_exactly_once_through_every_fault(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 60)
+    data = write_sums(tmp_path / "q.jsonl", 60)
     with FakeServer("--latency", "0.01", "--fault-rate", "0.35", "--timeout-sleep", "3", "--seed", "7") as server:
-        code, output = _run(
+        code, output = invoke(
             *_args(
                 server,
                 data,
@@ -91,7 +54,7 @@ def test_every_request_answered_exactly_once_through_every_fault(tmp_path: Path)
         )
         stats = server.stats()
     assert code == 0, output
-    rows = _rows(tmp_path / "run")
+    rows = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert len(rows) == 60 * 2 * 3 and len({r["key"] for r in rows}) == len(rows)
     assert all(r["error"] is None and r["answer"] is not None for r in rows)
     assert all(r["text"].endswith(f"The answer is {r['answer']}.") for r in rows)
@@ -117,15 +80,15 @@ def test_every_request_answered_exactly_once_through_every_fault(tmp_path: Path)
 
 
 def test_retry_after_is_honoured_and_attempts_are_bounded(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 1)
+    data = write_sums(tmp_path / "q.jsonl", 1)
     with FakeServer("--latency", "0", "--fault-rate", "1", "--faults", "429-retry-after") as server:
         started = time.monotonic()
-        code, output = _run(*_args(server, data, tmp_path / "run", "--max-attempts", "3"))
+        code, output = invoke(*_args(server, data, tmp_path / "run", "--max-attempts", "3"))
         elapsed = time.monotonic() - started
         assert server.stats()["requests"] == 3
     assert code == 1 and "HTTP 429" in output and "(after 3 attempts)" in output
     assert elapsed >= 2.0  # two waits of the server's Retry-After: 1
-    row = _rows(tmp_path / "run")[0]
+    row = read_jsonl(tmp_path / "run" / "samples.jsonl")[0]
     assert row["attempts"] == 3 and row["finish_reason"] == "error"
 
 
@@ -133,34 +96,35 @@ def test_retry_after_is_honoured_and_attempts_are_bounded(tmp_path: Path) -> Non
     ("extra", "status"), [(("--model", "missing-model"), "HTTP 404"), (("--temperatures", "2.5"), "HTTP 400")]
 )
 def test_permanent_errors_fail_at_once_and_are_listed(tmp_path: Path, extra: tuple[str, ...], status: str) -> None:
-    data = _questions(tmp_path / "q.jsonl", 3)
+    data = write_sums(tmp_path / "q.jsonl", 3)
     with FakeServer("--latency", "0") as server:
-        code, output = _run(*_args(server, data, tmp_path / "run"), *extra)
+        code, output = invoke(*_args(server, data, tmp_path / "run"), *extra)
         assert server.stats()["requests"] == 3  # not retried
     assert code == 1
     assert output.count("failed") >= 3 and status in output
-    assert all(r["attempts"] == 1 and r["error"].startswith(status) for r in _rows(tmp_path / "run"))
+    rows = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    assert all(r["attempts"] == 1 and r["error"].startswith(status) for r in rows)
 
 
 def test_bad_key_is_a_permanent_401(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COTFACTORY_TEST_KEY", "bad-key")
-    data = _questions(tmp_path / "q.jsonl", 2)
+    data = write_sums(tmp_path / "q.jsonl", 2)
     with FakeServer("--latency", "0") as server:
-        code, output = _run(*_args(server, data, tmp_path / "run"))
+        code, output = invoke(*_args(server, data, tmp_path / "run"))
     assert code == 1 and "HTTP 401" in output
 
 
 def test_n_is_used_when_honoured_and_fanned_out_when_ignored(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 4)
+    data = write_sums(tmp_path / "q.jsonl", 4)
     with FakeServer("--latency", "0", "--honour-n") as server:
-        code, _ = _run(*_args(server, data, tmp_path / "honour", "--samples-per-setting", "4"))
+        code, _ = invoke(*_args(server, data, tmp_path / "honour", "--samples-per-setting", "4"))
         assert code == 0 and server.stats()["requests"] == 4  # one n=4 call per problem
-    honoured = _rows(tmp_path / "honour")
+    honoured = read_jsonl(tmp_path / "honour" / "samples.jsonl")
     assert len(honoured) == 16 and len({r["text"] for r in honoured}) > 4
     with FakeServer("--latency", "0", "--ignore-n") as server:
-        code, _ = _run(*_args(server, data, tmp_path / "ignore", "--samples-per-setting", "4", "--concurrency", "1"))
+        code, _ = invoke(*_args(server, data, tmp_path / "ignore", "--samples-per-setting", "4", "--concurrency", "1"))
         assert code == 0 and server.stats()["requests"] == 4 + 4 * 3  # first n=4 call gives 1; then 1 per sample
-    ignored = _rows(tmp_path / "ignore")
+    ignored = read_jsonl(tmp_path / "ignore" / "samples.jsonl")
     assert len(ignored) == 16
     for problem in range(4):
         texts = {r["text"] for r in ignored if r["problem_id"] == f"q{problem}"}
@@ -168,41 +132,41 @@ def test_n_is_used_when_honoured_and_fanned_out_when_ignored(tmp_path: Path) -> 
 
 
 def test_length_finish_is_retried_once_with_more_tokens(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 2)
+    data = write_sums(tmp_path / "q.jsonl", 2)
     with FakeServer("--latency", "0", "--length-limit-tokens", "30") as server:
-        code, _ = _run(*_args(server, data, tmp_path / "retry", "--max-tokens", "20"))
+        code, _ = invoke(*_args(server, data, tmp_path / "retry", "--max-tokens", "20"))
         assert code == 0 and server.stats()["requests"] == 4
-        code, _ = _run(*_args(server, data, tmp_path / "noretry", "--max-tokens", "20", "--length-retry-tokens", "0"))
-    retried = _rows(tmp_path / "retry")
+        code, _ = invoke(*_args(server, data, tmp_path / "noretry", "--max-tokens", "20", "--length-retry-tokens", "0"))
+    retried = read_jsonl(tmp_path / "retry" / "samples.jsonl")
     assert all(r["finish_reason"] == "stop" and r["attempts"] == 2 and r["answer"] is not None for r in retried)
     assert all(json.loads(r["metadata"])["length_retried"] for r in retried)
-    kept = _rows(tmp_path / "noretry")
+    kept = read_jsonl(tmp_path / "noretry" / "samples.jsonl")
     assert all(r["finish_reason"] == "length" and r["completion_tokens"] == 20 for r in kept)
 
 
 def test_requests_spread_across_replicas(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 20)
+    data = write_sums(tmp_path / "q.jsonl", 20)
     with FakeServer("--latency", "0.05") as one, FakeServer("--latency", "0.05") as two:
         args = _args(one, data, tmp_path / "run", "--base-url", two.base_url, "--concurrency", "8")
-        code, output = _run(*args)
+        code, output = invoke(*args)
         counts = one.stats()["requests"], two.stats()["requests"]
     assert code == 0, output
     assert sum(counts) == 20 and min(counts) >= 6
 
 
 def test_rpm_limit_spaces_requests(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 32)
+    data = write_sums(tmp_path / "q.jsonl", 32)
     with FakeServer("--latency", "0") as server:
         started = time.monotonic()
-        code, _ = _run(*_args(server, data, tmp_path / "run", "--rpm", "30", "--concurrency", "32"))
+        code, _ = invoke(*_args(server, data, tmp_path / "run", "--rpm", "30", "--concurrency", "32"))
         elapsed = time.monotonic() - started
     assert code == 0 and elapsed >= 3.0  # a bucket of 30, then one every 2 s
 
 
 def test_the_key_never_lands_anywhere(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 3)
+    data = write_sums(tmp_path / "q.jsonl", 3)
     with FakeServer("--latency", "0", "--fault-rate", "0.5") as server:
-        code, output = _run(*_args(server, data, tmp_path / "run"))
+        code, output = invoke(*_args(server, data, tmp_path / "run"))
     assert code == 0 and KEY not in output
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
@@ -211,12 +175,12 @@ def test_the_key_never_lands_anywhere(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
-    data = _questions(tmp_path / "q.jsonl", 50)
+    data = write_sums(tmp_path / "q.jsonl", 50)
     with FakeServer("--latency", "0.1") as server:
         base = _args(server, data, tmp_path / "ref", "--temperatures", "0.5,1.0", "--seeds", "1,2", "--use-n", "never")
-        code, _ = _run(*base)
+        code, _ = invoke(*base)
         assert code == 0
-        reference = {r["key"]: r["text"] for r in _rows(tmp_path / "ref")}
+        reference = {r["key"]: r["text"] for r in read_jsonl(tmp_path / "ref" / "samples.jsonl")}
         assert len(reference) == 200
 
         out = tmp_path / "killed"
@@ -251,14 +215,14 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path: Pa
         assert 60 <= killed_count < 200
         finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         assert finished.returncode == 0, finished.stderr
-    rows = _rows(out)
+    rows = read_jsonl(out / "samples.jsonl")
     assert len(rows) == 200 and {r["key"]: r["text"] for r in rows} == reference
     with Store.in_run(out) as store:
         assert store.count() == 200
 
 
 def _count(out: Path) -> int:
-    if not (out / Store.FILENAME).exists():
+    if not RunDir(out).store.exists():
         return 0
     try:
         with Store.in_run(out) as store:

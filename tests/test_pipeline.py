@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok
 
-from cotfactory.cli import app
 from cotfactory.config.pipeline import load_pipeline
 from cotfactory.errors import ConfigError
 
@@ -51,11 +50,6 @@ def test_mistyped_keys_fail_with_their_path(tmp_path: Path, body: str, message: 
     assert str(info.value) == f"{path}: {message}"
 
 
-def _run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["run", *args])
-    return result.exit_code, result.output
-
-
 def test_run_skips_unchanged_and_redoes_changed_stages(tmp_path: Path) -> None:
     pipeline = str(ROOT / "pipelines" / "cqa-palm-step-by-step.yaml")
     quick = [
@@ -70,8 +64,7 @@ def test_run_skips_unchanged_and_redoes_changed_stages(tmp_path: Path) -> None:
         "--out",
         str(tmp_path / "run"),
     ]
-    code, output = _run(pipeline, *quick)
-    assert code == 0, output
+    output = invoke_ok("run", pipeline, *quick)
     state = json.loads((tmp_path / "run" / "pipeline.json").read_text())
     assert list(state) == [
         "generate",
@@ -86,22 +79,22 @@ def test_run_skips_unchanged_and_redoes_changed_stages(tmp_path: Path) -> None:
     accuracy = json.loads((tmp_path / "run" / "students" / "label-only" / "eval.json").read_text())
     assert accuracy["total"] == 3
 
-    code, output = _run(pipeline, *quick)
+    code, output = invoke("run", pipeline, *quick)
     assert code == 0 and "0 stage(s) ran, 7 unchanged" in output
 
     # a changed filter setting redoes the filter and everything after it, not generate
-    code, output = _run(pipeline, *quick, "--set", "filter.dedup=0.95")
+    code, output = invoke("run", pipeline, *quick, "--set", "filter.dedup=0.95")
     assert code == 0 and "generate: unchanged, skipped" in output and "6 stage(s) ran" in output
 
     # a changed student redoes only that student, its eval and the report
-    code, output = _run(pipeline, *quick, "--set", "filter.dedup=0.95", "--set", "students.1.lr=0.002")
+    code, output = invoke("run", pipeline, *quick, "--set", "filter.dedup=0.95", "--set", "students.1.lr=0.002")
     assert code == 0 and "3 stage(s) ran, 4 unchanged" in output
 
 
 def test_bad_pipeline_is_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("name: p\nout: r\ngenerate: {input: x}\nfilter: {consistency: 2}\n")
-    code, output = _run(str(path))
+    code, output = invoke("run", str(path))
     assert code == 2 and "filter.consistency" in output and not (tmp_path / "r").exists()
-    code, output = _run(str(ROOT / "pipelines" / "quickstart.yaml"), "--set", "nonsense")
+    code, output = invoke("run", str(ROOT / "pipelines" / "quickstart.yaml"), "--set", "nonsense")
     assert code == 2 and "expected key.path=value" in output

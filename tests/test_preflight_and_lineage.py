@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok, read_jsonl
 
-from cotfactory.cli import app
 from cotfactory.lineage import trace_run
 from cotfactory.students.methods import TrainingExample
 from cotfactory.students.preflight import measure
@@ -16,15 +15,6 @@ from cotfactory.students.preflight import measure
 ROOT = Path(__file__).resolve().parent.parent
 GSM8K = ROOT / "data" / "gsm8k" / "train_sample.jsonl"
 ESNLI = ROOT / "data" / "esnli"
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_measure_counts_cuts_and_lost_answers() -> None:
@@ -48,7 +38,7 @@ def test_measure_counts_cuts_and_lost_answers() -> None:
 
 def test_train_student_refuses_when_answers_would_be_cut(tmp_path: Path) -> None:
     out = tmp_path / "student"
-    code, output = _cli(
+    code, output = invoke(
         "train-student",
         *(str(GSM8K), "--format", "gsm8k", "--method", "finetune-cot", "--student", "scratch:llama-tiny"),
         *("--out", str(out), "--max-target-length", "64", "--max-steps", "1", "--limit", "8"),
@@ -62,13 +52,12 @@ def test_train_student_refuses_when_answers_would_be_cut(tmp_path: Path) -> None
 
 def test_train_student_reports_cuts_under_the_threshold(tmp_path: Path) -> None:
     out = tmp_path / "student"
-    code, output = _cli(
+    output = invoke_ok(
         "train-student",
         *(str(GSM8K), "--format", "gsm8k", "--method", "finetune-cot", "--student", "scratch:llama-tiny"),
         *("--out", str(out), "--max-target-length", "64", "--max-answer-cut", "1.0", "--max-steps", "1"),
         *("--limit", "4", "--batch-size", "2", "--lora-r", "0"),
     )
-    assert code == 0, output
     assert "preflight: 4 examples" in output and "losing their answer: cot 4" in output
 
 
@@ -76,32 +65,29 @@ def test_lineage_keys_join_teacher_sample_to_student_prediction(tmp_path: Path) 
     """generate (replay) → filter → train → eval through the CLI; every training example names its
     teacher sample, and each wrong held-out answer traces to real samples and their verdicts."""
     run = tmp_path / "run"
-    code, output = _cli(
+    output = invoke_ok(
         *("generate", "--format", "esnli", "--input", str(ESNLI / "train_sample.json"), "--limit", "24"),
         *("--teacher", "replay", "--replay", str(ESNLI / "palm_train_sample.json"), "--model", "palm-540b"),
         *("--template", "few-shot-cot-esnli", "--temperatures", "0", "--seeds", "0", "--out", str(run)),
     )
-    assert code == 0, output
-    assert _cli("filter", str(run), "--correct")[0] == 0
+    assert invoke("filter", str(run), "--correct")[0] == 0
     student = run / "students" / "sbs"
-    code, output = _cli(
+    output = invoke_ok(
         *("train-student", str(run), "--method", "step-by-step", "--student", "scratch:llama-tiny"),
         *("--out", str(student), "--max-steps", "1", "--batch-size", "4", "--lora-r", "0"),
     )
-    assert code == 0, output
-    code, output = _cli(
+    output = invoke_ok(
         *("eval", str(student), "--input", str(ESNLI / "test_sample.json"), "--format", "esnli"),
         *("--limit", "6", "--max-new-tokens", "4", "--no-explain"),
     )
-    assert code == 0, output
     assert "choices ranked by log-likelihood" in output and "[" in output  # with its interval
-    kept = {row["key"]: row for row in _rows(run / "filtered.jsonl")}
-    examples = _rows(student / "examples.jsonl")
+    kept = {row["key"]: row for row in read_jsonl(run / "filtered.jsonl")}
+    examples = read_jsonl(student / "examples.jsonl")
     assert len(examples) == 2 * len(kept)  # step-by-step: a label and a rationale example per sample
     assert {e["sample_key"] for e in examples} == set(kept)
     for example in examples:
         assert kept[example["sample_key"]]["problem_id"] == example["problem_id"]
-    predictions = _rows(student / "predictions.jsonl")
+    predictions = read_jsonl(student / "predictions.jsonl")
     assert len(predictions) == 6 and not {p["problem_id"] for p in predictions} & {e["problem_id"] for e in examples}
     summary = json.loads((student / "eval.json").read_text())
     assert summary["ranked_correct"] == sum(p["ranked_correct"] for p in predictions)
@@ -109,7 +95,7 @@ def test_lineage_keys_join_teacher_sample_to_student_prediction(tmp_path: Path) 
     assert low <= summary["ranked_accuracy"] <= high
     [traced] = trace_run(run)
     assert traced.wrong == sum(not p["correct"] for p in predictions) and traced.failures
-    samples = {row["key"]: row for row in _rows(run / "samples.jsonl")}
+    samples = {row["key"]: row for row in read_jsonl(run / "samples.jsonl")}
     for failure in traced.failures:
         assert not failure.in_training and failure.neighbours
         for neighbour in failure.neighbours:

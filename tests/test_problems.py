@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl
 
 from cotfactory.errors import ConfigError, DataError
 from cotfactory.problems import LOADERS, available_formats, load_problems, register_loader
@@ -154,7 +155,7 @@ def test_strategyqa_dev_sample() -> None:
 
 
 def test_gsm8k_exemplars() -> None:
-    rows = [json.loads(line) for line in (DATA / "gsm8k" / "exemplars.jsonl").read_text().splitlines()]
+    rows = read_jsonl(DATA / "gsm8k" / "exemplars.jsonl")
     assert len(rows) == 4
     assert all(set(row) == {"question", "rationale", "answer"} for row in rows)
     assert rows[0]["answer"] == "15"
@@ -190,7 +191,7 @@ def test_esnli_label_must_be_0_1_or_2(tmp_path: Path) -> None:
 
 
 def test_cqa_exemplars() -> None:
-    rows = [json.loads(line) for line in (DATA / "cqa" / "exemplars.jsonl").read_text().splitlines()]
+    rows = read_jsonl(DATA / "cqa" / "exemplars.jsonl")
     assert len(rows) == 4
     for row in rows:
         assert set(row) == {"question", "choices", "rationale", "answer"}

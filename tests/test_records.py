@@ -6,33 +6,20 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import make_request
 from pydantic import ValidationError
 
 from cotfactory.budget import TokenBudget, upper_bound_tokens
 from cotfactory.hashing import derive_seed, stable_hash
 from cotfactory.plan import Plan, SamplingGrid
 from cotfactory.prompts import load_template
-from cotfactory.records import Problem, RenderedPrompt, Request, Sample
-
-
-def _request(**overrides: object) -> Request:
-    fields: dict = dict(
-        problem_id="p1",
-        template="zero-shot-cot",
-        template_hash="abc",
-        teacher="openai",
-        model="m",
-        temperature=0.7,
-        seed=1,
-        max_tokens=64,
-    )
-    fields.update(overrides)
-    return Request(**fields)
+from cotfactory.records import Problem, RenderedPrompt, Sample
 
 
 def test_key_is_stable_and_covers_every_field() -> None:
-    base = _request()
-    assert base.key == _request().key == "b383390cabdf21d65e3470c7"  # pinned: a changed key scheme orphans every run
+    base = make_request()
+    # pinned (the defaults of helpers.make_request): a changed key scheme orphans every run
+    assert base.key == make_request().key == "b383390cabdf21d65e3470c7"
     assert base.key == stable_hash({k: v for k, v in base.model_dump().items() if k != "decoding"}, 24)
     for field, value in [
         ("problem_id", "p2"),
@@ -47,21 +34,21 @@ def test_key_is_stable_and_covers_every_field() -> None:
         ("mode", "contrastive"),
         ("problem_hash", "x"),
     ]:
-        assert _request(**{field: value}).key != base.key, field
+        assert make_request(**{field: value}).key != base.key, field
 
 
 def test_prompt_is_not_part_of_the_key_nor_stored() -> None:
-    with_prompt = _request(prompt=RenderedPrompt(text="hello"))
-    assert with_prompt.key == _request().key
+    with_prompt = make_request(prompt=RenderedPrompt(text="hello"))
+    assert with_prompt.key == make_request().key
     assert "prompt" not in with_prompt.model_dump()
     sample = Sample(request=with_prompt, text="t")
     assert "hello" not in sample.model_dump_json()
 
 
 def test_sample_seeds_are_distinct_per_index_and_grid_seed() -> None:
-    seeds = {_request(seed=s, sample_index=i).sample_seed for s in range(5) for i in range(5)}
+    seeds = {make_request(seed=s, sample_index=i).sample_seed for s in range(5) for i in range(5)}
     assert len(seeds) == 25
-    assert _request(seed=7).sample_seed == 7
+    assert make_request(seed=7).sample_seed == 7
     assert derive_seed(1, 2) == derive_seed(1, 2) != derive_seed(2, 1)
 
 
@@ -71,11 +58,11 @@ def test_records_validate_at_the_boundary() -> None:
     with pytest.raises(ValidationError):
         Problem(id="x", question="q", answer_type="float")
     with pytest.raises(ValidationError):
-        _request(temperature=-1)
+        make_request(temperature=-1)
     with pytest.raises(ValidationError):
         RenderedPrompt(text="a", messages=[{"role": "user", "content": "b"}])
     with pytest.raises(ValidationError):
-        Sample.model_validate({"request": _request().model_dump(), "text": "x", "surprise": 1})
+        Sample.model_validate({"request": make_request().model_dump(), "text": "x", "surprise": 1})
 
 
 def test_plan_order_count_and_keys() -> None:
@@ -93,7 +80,7 @@ def test_plan_order_count_and_keys() -> None:
 
 
 def test_budget_never_lets_reservations_pass_the_limit() -> None:
-    requests = [_request(seed=i, prompt=RenderedPrompt(text="x" * 40)) for i in range(10)]
+    requests = [make_request(seed=i, prompt=RenderedPrompt(text="x" * 40)) for i in range(10)]
     bound = upper_bound_tokens(requests[0])
     assert bound == 40 + 8 + 64
     budget = TokenBudget(limit=bound * 3 + 5)

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from helpers import invoke, invoke_ok, read_jsonl, write_jsonl
 from pydantic import Field
-from typer.testing import CliRunner
 
-from cotfactory.cli import app
-from cotfactory.errors import ConfigError
+from cotfactory.errors import ConfigError, TemplateError
 from cotfactory.filters import FILTERS
 from cotfactory.filters.base import Filter, ProblemGroup
 from cotfactory.records import Request, Sample, Verdict
@@ -77,14 +76,8 @@ def toys() -> Iterator[None]:
 
 
 def _problems(tmp_path: Path) -> Path:
-    path = tmp_path / "q.jsonl"
     rows = [{"id": f"p{i}", "question": f"{i} + 7 - {i}?", "answer": "7"} for i in range(3)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _samples(run: Path, name: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run / name).read_text().splitlines()]
+    return write_jsonl(tmp_path / "q.jsonl", rows)
 
 
 def test_a_registered_teacher_filter_and_scorer_run_through_the_commands(tmp_path: Path, toys: None) -> None:
@@ -93,16 +86,14 @@ def test_a_registered_teacher_filter_and_scorer_run_through_the_commands(tmp_pat
         f"input: {_problems(tmp_path)}\nanswer_type: number\nout: {tmp_path / 'run'}\n"
         "teacher: {kind: echo, answer: '7'}\nseeds: [0, 1, 2, 3]\ntemperatures: [0.5]\n"
     )
-    result = CliRunner().invoke(app, ["generate", "--config", str(config)])
-    assert result.exit_code == 0, result.output
-    samples = _samples(tmp_path / "run", "samples.jsonl")
+    invoke_ok("generate", "--config", str(config))
+    samples = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert len(samples) == 12 and {s["teacher"] for s in samples} == {"echo"}
     assert {s["answer"] for s in samples} == {"7"}
 
     args = ["filter", str(tmp_path / "run"), "--chain", "well_formed,short,reward", "--reward", "length"]
-    result = CliRunner().invoke(app, [*args, "--top-k", "1"])
-    assert result.exit_code == 0, result.output
-    kept = _samples(tmp_path / "run", "filtered.jsonl")
+    invoke_ok(*args, "--top-k", "1")
+    kept = read_jsonl(tmp_path / "run" / "filtered.jsonl")
     # short keeps seeds 0 and 1 (1 and 2 "step"s + "The answer is 7."), top-1 by length keeps seed 0
     assert len(kept) == 3 and all(row["verdicts"]["reward"]["score"] == -len(row["text"]) for row in kept)
     funnel = json.loads((tmp_path / "run" / "funnel.json").read_text())["stages"]
@@ -137,7 +128,27 @@ def test_unknown_names_suggest_the_close_one() -> None:
 
 
 def test_unknown_teacher_and_filter_are_one_line_exit_2(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["generate", "--input", "q", "--out", str(tmp_path / "r"), "--teacher", "opnai"])
-    assert result.exit_code == 2 and "unknown teacher 'opnai' (did you mean 'openai'?)" in result.output
-    result = CliRunner().invoke(app, ["filter", str(tmp_path), "--chain", "well_formed,dedupe"])
-    assert result.exit_code == 2 and "unknown filter 'dedupe' (did you mean 'dedup'?)" in result.output
+    code, output = invoke("generate", "--input", "q", "--out", str(tmp_path / "r"), "--teacher", "opnai")
+    assert code == 2 and "unknown teacher 'opnai' (did you mean 'openai'?)" in output
+    code, output = invoke("filter", str(tmp_path), "--chain", "well_formed,dedupe")
+    assert code == 2 and "unknown filter 'dedupe' (did you mean 'dedup'?)" in output
+
+
+def test_a_registered_template_is_found_by_name(tmp_path: Path) -> None:
+    from cotfactory.prompts import TEMPLATES, available_templates, load_template
+
+    path = tmp_path / "anywhere.yaml"
+    path.write_text(
+        "name: toy-template\nversion: 1\ndescription: A toy.\nform: completion\n"
+        "prompt: 'Question: {{ question }}\\nAnswer:'\n"
+    )
+    TEMPLATES.register("toy-template", path)
+    try:
+        assert available_templates()["toy-template"] == path
+        assert load_template("toy-template").name == "toy-template"
+        code, output = invoke("templates", "show", "toy-template", "--problem", "Is ice cold?")
+        assert code == 0 and "Question: Is ice cold?" in output
+    finally:
+        TEMPLATES.unregister("toy-template")
+    with pytest.raises(TemplateError, match="unknown template 'toy-template'"):
+        load_template("toy-template")

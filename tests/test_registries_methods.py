@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl, write_jsonl
 
 from cotfactory.config.train import TrainConfig
 from cotfactory.errors import ConfigError
@@ -70,7 +71,7 @@ def teaching_file(tmp_path: Path) -> Path:
         {"problem_id": f"p{i}", "question": f"What is {i} plus {i}?", "answer": str(2 * i), "answer_type": "number"}
         for i in range(8)
     ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -96,16 +97,16 @@ def test_a_method_registered_from_outside_trains_and_evaluates(
     out = tmp_path / "toy"
     result = run_train(_config(teaching_file, "toy", out))
     assert result.steps == 2 and result.tasks == {"toy": 8}
-    learned = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    learned = read_jsonl(out / "examples.jsonl")
     assert learned[0]["source"] == f"{TOY_PROMPT}What is 0 plus 0?\nso:" and learned[0]["target"] == " 0"
     assert json.loads((out / "student.json").read_text())["method"] == "toy"
 
     problems = tmp_path / "held_out.jsonl"
     rows = [{"id": f"t{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(3)]
-    problems.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_jsonl(problems, rows)
     evaluation = run_eval(str(out), "jsonl", str(problems), answer_type="number", max_new_tokens=8)
     assert evaluation.method == "toy" and evaluation.total == 3
-    predicted = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    predicted = read_jsonl(out / "predictions.jsonl")
     assert len(predicted) == 3 and all(row["text"].startswith(TOY_MARK) for row in predicted)  # the toy reader's
     assert json.loads((out / "eval.json").read_text())["method"] == "toy"
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 from fake_openai_server import ALL_FAULT_KINDS, FakeServer, padded_text, prompt_text, reasoning_text
-from typer.testing import CliRunner
+from helpers import fake_teacher_args, invoke_ok, read_jsonl, run_cli, write_jsonl, write_sums
 
-from cotfactory.cli import app
 from cotfactory.prompts import load_template
+from cotfactory.run_dir import RunDir
 from cotfactory.store import Store
 
 pytestmark = pytest.mark.reliability
@@ -43,43 +43,16 @@ def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _questions(path: Path, count: int, poisoned: frozenset[int] = frozenset()) -> Path:
-    with path.open("w") as handle:
-        for i in range(count):
-            question = f"What is {i} plus {i + 1}?" + (f" {POISON}" if i in poisoned else "")
-            handle.write(json.dumps({"id": f"q{i}", "question": question, "answer": str(2 * i + 1)}) + "\n")
-    return path
+    return write_sums(path, count, {i: f" {POISON}" for i in poisoned})
 
 
 def _generate_args(base_url: str, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "generate",
-        "--input",
-        str(data),
-        "--answer-type",
-        "number",
-        "--teacher",
-        "openai",
-        "--model",
-        "fake-teacher",
-        "--base-url",
-        base_url,
-        "--api-key-env",
-        KEY_ENV,
-        "--template",
-        "zero-shot-cot",
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return fake_teacher_args(base_url, data, out, KEY_ENV, *extra)
 
 
 def _store_keys(run_dir: Path) -> tuple[int, int]:
     """(rows, distinct keys) of the store's samples table, read with plain sqlite."""
-    with closing(sqlite3.connect(run_dir / Store.FILENAME)) as db:
+    with closing(sqlite3.connect(RunDir(run_dir).store)) as db:
         return db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM samples").fetchone()
 
 
@@ -101,13 +74,13 @@ def test_ten_thousand_requests_through_every_fault_answered_exactly_once(tmp_pat
     client_args += ["--concurrency", "64", "--timeout", "2", "--max-attempts", "8"]
     with FakeServer(*server_args) as server:
         started = time.monotonic()
-        result = CliRunner().invoke(app, _generate_args(server.base_url, data, out, *client_args))
+        result = run_cli(*_generate_args(server.base_url, data, out, *client_args))
         elapsed = time.monotonic() - started
         stats = server.stats(detail=True)
         # the same command again sends nothing: every request has its answer (or its permanent error)
-        again = CliRunner().invoke(app, _generate_args(server.base_url, data, out, *client_args))
+        again = run_cli(*_generate_args(server.base_url, data, out, *client_args))
         assert server.stats()["requests"] == stats["requests"]
-    rows = _rows(out / "samples.jsonl")
+    rows = read_jsonl(out / "samples.jsonl")
     attempts = [r["attempts"] for r in rows]
     print(
         f"\nsoak: {planned} requests in {elapsed:.1f} s; {stats['requests']} HTTP attempts; "
@@ -146,10 +119,9 @@ def test_ten_thousand_requests_through_every_fault_answered_exactly_once(tmp_pat
     # --retry-failed against a server that no longer refuses: exactly the failed requests go again, and the
     # export shows their answers (the store's row count is unchanged by that: the export must still notice)
     with FakeServer("--latency", "0") as healed:
-        retried = CliRunner().invoke(app, _generate_args(healed.base_url, data, out, *client_args, "--retry-failed"))
-        assert retried.exit_code == 0, retried.output
+        invoke_ok(*_generate_args(healed.base_url, data, out, *client_args, "--retry-failed"))
         assert healed.stats()["requests"] == len(failed)
-    after = _rows(out / "samples.jsonl")
+    after = read_jsonl(out / "samples.jsonl")
     assert len(after) == planned and all(r["error"] is None for r in after)
     assert [r["key"] for r in after] == [r["key"] for r in rows]
     assert _store_keys(out) == (planned, planned)
@@ -284,14 +256,14 @@ def _describe(reference: tuple[float, float]) -> str:
 
 def _store_keys_or_zero(run_dir: Path) -> int:
     try:
-        return _store_keys(run_dir)[0] if (run_dir / Store.FILENAME).exists() else 0
+        return _store_keys(run_dir)[0] if RunDir(run_dir).store.exists() else 0
     except sqlite3.Error:
         return 0
 
 
 def _verdicts_or_zero(run_dir: Path) -> int:
     try:
-        with closing(sqlite3.connect(run_dir / Store.FILENAME)) as db:
+        with closing(sqlite3.connect(RunDir(run_dir).store)) as db:
             return db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
     except sqlite3.Error:
         return 0
@@ -308,11 +280,11 @@ def _leftovers(folder: Path, recursive: bool = True) -> list[str]:
 
 
 def _store_progress(run_dir: Path) -> str:
-    if not (run_dir / Store.FILENAME).exists():
+    if not RunDir(run_dir).store.exists():
         return "no store yet"
     try:
         rows, distinct = _store_keys(run_dir)
-        with closing(sqlite3.connect(run_dir / Store.FILENAME)) as db:
+        with closing(sqlite3.connect(RunDir(run_dir).store)) as db:
             verdicts = db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
     except sqlite3.Error as exc:
         return f"store unreadable ({exc})"
@@ -351,7 +323,7 @@ def test_generate_killed_six_times_resumes_to_the_uninterrupted_samples(tmp_path
     with FakeServer(*server_args) as server:
         ref_command = _cli(*_generate_args(server.base_url, data, tmp_path / "ref", *grid))
         timing = _timed_reference(ref_command, lambda: _store_keys_or_zero(tmp_path / "ref") > 0)
-        reference = _rows(tmp_path / "ref" / "samples.jsonl")
+        reference = read_jsonl(tmp_path / "ref" / "samples.jsonl")
         assert len(reference) == 600
         kills: dict[Path, int] = {}
 
@@ -366,7 +338,7 @@ def test_generate_killed_six_times_resumes_to_the_uninterrupted_samples(tmp_path
 
         def check(out: Path) -> str:
             stats = server.stats(detail=True)
-            rows = _rows(out / "samples.jsonl")
+            rows = read_jsonl(out / "samples.jsonl")
             # the same samples in the same order; only the latency and the attempts of a retry may differ
             assert _without(rows, "latency_s", "attempts") == _without(reference, "latency_s", "attempts")
             assert _store_keys(out) == (600, 600)
@@ -388,12 +360,11 @@ FILTER_KILLS = (2, 2)  # two copies of one run, each filter killed twice and the
 def _sums(path: Path, count: int, seed: int, start: int = 0) -> Path:
     """Chained sums the arithmetic teacher solves (with mistakes that grow with temperature)."""
     rng = random.Random(seed)
-    with path.open("w") as handle:
-        for i in range(start, start + count):
-            a, b, c = rng.randint(10, 99), rng.randint(10, 99), rng.randint(1, 9)
-            row = {"id": f"s{i}", "question": f"What is {a} + {b} - {c}?", "answer": str(a + b - c)}
-            handle.write(json.dumps(row) + "\n")
-    return path
+    rows = []
+    for i in range(start, start + count):
+        a, b, c = rng.randint(10, 99), rng.randint(10, 99), rng.randint(1, 9)
+        rows.append({"id": f"s{i}", "question": f"What is {a} + {b} - {c}?", "answer": str(a + b - c)})
+    return write_jsonl(path, rows)
 
 
 def _arith_teacher() -> Any:
@@ -414,8 +385,7 @@ def test_filter_killed_four_times_resumes_to_the_uninterrupted_verdicts(tmp_path
     with _arith_teacher() as teacher:
         args = _generate_args(teacher.base_url, data, source, *grid)
         args[args.index("fake-teacher")] = "arith-teacher"
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, result.output
+        invoke_ok(*args)
     filter_args = ["--correct", "--consistency", "0.5", "--dedup", "0.8"]
     ref = tmp_path / "ref"
     shutil.copytree(source, ref)
@@ -436,7 +406,7 @@ def test_filter_killed_four_times_resumes_to_the_uninterrupted_verdicts(tmp_path
         with Store.in_run(out) as store:
             assert sorted(v.model_dump_json() for v in store.verdicts()) == ref_verdicts
         kept = datasets.load_from_disk(str(out / "filtered"))
-        assert kept["key"] == [r["key"] for r in _rows(ref / "filtered.jsonl")]
+        assert kept["key"] == [r["key"] for r in read_jsonl(ref / "filtered.jsonl")]
         assert _leftovers(out) == []  # the resumed run removed what killed exports left
         return f"{len(ref_verdicts)} verdicts"
 
@@ -471,7 +441,7 @@ def _teaching_file(path: Path, count: int = 32) -> Path:
         }
         for i in range(count)
     ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -499,12 +469,12 @@ def _loss_logs(folder: Path) -> list[dict[str, Any]]:
     """metrics.jsonl without the end-of-training summary's wall-clock fields and its train_loss, which the
     Trainer averages over the steps of the last process only (a resumed run reports the tail's mean)."""
     per_process = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
-    return _without(_rows(folder / "metrics.jsonl"), *per_process)
+    return _without(read_jsonl(folder / "metrics.jsonl"), *per_process)
 
 
 def _checkpoint_progress(out: Path) -> str:
     steps = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
-    logged = len(_rows(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
+    logged = len(read_jsonl(out / "metrics.jsonl")) if (out / "metrics.jsonl").exists() else 0
     return f"checkpoints {steps}, {logged} metrics lines, finished {(out / 'student.json').exists()}"
 
 
@@ -683,8 +653,8 @@ def test_run_killed_five_times_resumes_to_the_uninterrupted_outputs(tmp_path: Pa
 def _assert_same_pipeline_outputs(ref: Path, out: Path) -> None:
     # generate and filter: the same rows (a sample's latency is the only thing a rerun may change)
     for name in ("samples.jsonl", "filtered.jsonl"):
-        assert _without(_rows(out / name), "latency_s", "attempts") == _without(
-            _rows(ref / name), "latency_s", "attempts"
+        assert _without(read_jsonl(out / name), "latency_s", "attempts") == _without(
+            read_jsonl(ref / name), "latency_s", "attempts"
         )
     funnel = (out / "funnel.json").read_text().replace(str(out), str(ref))
     assert funnel == (ref / "funnel.json").read_text()

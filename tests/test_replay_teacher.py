@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok, read_jsonl, write_jsonl
 
-from cotfactory.cli import app
 from cotfactory.problems import load_problems
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,17 +15,9 @@ PALM = ROOT / "data" / "cqa" / "palm_test_sample.json"
 SHARED_LLM = ROOT.parent / "shared" / "data" / "cqa_palm" / "llm"
 
 
-def _run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["generate", *args])
-    return result.exit_code, result.output
-
-
-def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-
-
 def test_palm_rationales_flow_into_the_store(tmp_path: Path) -> None:
-    code, output = _run(
+    invoke_ok(
+        "generate",
         "--input",
         str(CQA),
         "--format",
@@ -42,8 +33,7 @@ def test_palm_rationales_flow_into_the_store(tmp_path: Path) -> None:
         "--out",
         str(tmp_path / "run"),
     )
-    assert code == 0, output
-    rows = _rows(tmp_path / "run")
+    rows = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert len(rows) == 16 and all(r["model"] == "palm-540b" and r["teacher"] == "replay" for r in rows)
     first = rows[0]
     assert first["text"].startswith("The answer must be the place where beavers get their supplies.")
@@ -55,13 +45,13 @@ def test_palm_rationales_flow_into_the_store(tmp_path: Path) -> None:
 
 def test_palm_esnli_rationales_cut_at_the_invented_premise(tmp_path: Path) -> None:
     esnli = ROOT / "data" / "esnli"
-    code, output = _run(
+    invoke_ok(
+        "generate",
         *("--input", str(esnli / "train_sample.json"), "--format", "esnli", "--limit", "40"),
         *("--teacher", "replay", "--replay", str(esnli / "palm_train_sample.json"), "--model", "palm-540b"),
         *("--template", "few-shot-cot-esnli", "--out", str(tmp_path / "run")),
     )
-    assert code == 0, output
-    rows = _rows(tmp_path / "run")
+    rows = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert len(rows) == 40
     second = rows[1]  # pair 1: "This church choir sings …" / "The church is filled with song."
     assert second["text"] == "The church choir is singing joyous songs from the book.\nAnswer: entailment"
@@ -75,7 +65,8 @@ def test_palm_folder_with_shards_when_the_shared_data_is_here(tmp_path: Path) ->
     if not SHARED_LLM.exists():
         return
     test_file = ROOT.parent / "shared" / "data" / "cqa_palm" / "cqa_test.json"
-    code, output = _run(
+    invoke_ok(
+        "generate",
         "--input",
         str(test_file),
         "--format",
@@ -91,8 +82,7 @@ def test_palm_folder_with_shards_when_the_shared_data_is_here(tmp_path: Path) ->
         "--out",
         str(tmp_path / "run"),
     )
-    assert code == 0, output
-    rows = _rows(tmp_path / "run")
+    rows = read_jsonl(tmp_path / "run" / "samples.jsonl")
     problems = load_problems("cqa", test_file, shard=(0, 100))
     assert len(rows) == len(problems) == 13
     # example 1200 lives in shard file test_CoT_1.json, element 200
@@ -102,9 +92,8 @@ def test_palm_folder_with_shards_when_the_shared_data_is_here(tmp_path: Path) ->
 
 
 def test_batch_api_output_by_problem_id(tmp_path: Path) -> None:
-    data = tmp_path / "q.jsonl"
-    data.write_text(
-        "".join(json.dumps({"id": f"q{i}", "question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(3))
+    data = write_jsonl(
+        tmp_path / "q.jsonl", ({"id": f"q{i}", "question": f"{i} + 1?", "answer": str(i + 1)} for i in range(3))
     )
     batch = tmp_path / "batch_output.jsonl"
     lines = []
@@ -126,8 +115,9 @@ def test_batch_api_output_by_problem_id(tmp_path: Path) -> None:
                 "error": None,
             }
         )
-    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    code, output = _run(
+    write_jsonl(batch, lines)
+    code, output = invoke(
+        "generate",
         "--input",
         str(data),
         "--answer-type",
@@ -140,12 +130,13 @@ def test_batch_api_output_by_problem_id(tmp_path: Path) -> None:
         str(tmp_path / "run"),
     )
     assert code == 1 and "no recorded completion for problem 'q2'" in output
-    rows = _rows(tmp_path / "run")
+    rows = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert [r["answer"] for r in rows] == ["1", "2", None]
 
 
 def test_bad_replay_source_is_exit_2(tmp_path: Path) -> None:
-    code, output = _run(
+    code, output = invoke(
+        "generate",
         "--input",
         str(CQA),
         "--format",

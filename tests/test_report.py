@@ -14,10 +14,9 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from helpers import invoke_ok, read_jsonl, write_jsonl
 
 from cotfactory.answers import answers_match
-from cotfactory.cli import app
 from cotfactory.records import Verdict
 from cotfactory.report import write_report
 from cotfactory.store import Store
@@ -38,15 +37,6 @@ METRICS = [
 EVAL = {"method": "step-by-step", "total": 16, "correct": 11, "accuracy": 0.6875, "rationale_agreement": 0.5}
 
 
-def _cli(*args: str) -> None:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def _make_run(root: Path) -> Path:
     """generate (replay, 2 temperatures) → filter --correct --consistency 0.5 → a hand-written student."""
     lines = CQA.read_text(encoding="utf-8").splitlines()
@@ -55,17 +45,17 @@ def _make_run(root: Path) -> Path:
     questions = root / "cqa.json"
     questions.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n", encoding="utf-8")
     run = root / "RUN"
-    _cli(
+    invoke_ok(
         "generate",
         *("--input", str(questions), "--format", "cqa", "--teacher", "replay", "--replay", str(PALM)),
         *("--model", "palm", "--template", "few-shot-cot-cqa", "--temperatures", ",".join(map(str, TEMPERATURES))),
         *("--out", str(run)),
     )
-    _cli("filter", str(run), "--correct", "--consistency", "0.5")
+    invoke_ok("filter", str(run), "--correct", "--consistency", "0.5")
     student = run / "students" / "s1"
     student.mkdir(parents=True)
     (student / "student.json").write_text(json.dumps({"method": "step-by-step", "tasks": ["label", "rationale"]}))
-    (student / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in METRICS))
+    write_jsonl(student / "metrics.jsonl", METRICS)
     (student / "eval.json").write_text(json.dumps(EVAL))
     return run
 
@@ -99,7 +89,7 @@ def test_writes_the_page_and_every_plot(run: Path, report: tuple[Path, dict]) ->
 
 def test_numbers_match_the_run(run: Path, report: tuple[Path, dict]) -> None:
     _, numbers = report
-    samples = _jsonl(run / "samples.jsonl")
+    samples = read_jsonl(run / "samples.jsonl")
     funnel = json.loads((run / "funnel.json").read_text())["stages"]
     assert [(s["stage"], s["samples_out"], s["problems_out"]) for s in numbers["funnel"]["stages"]] == [
         (s["stage"], s["samples_out"], s["problems_out"]) for s in funnel
@@ -109,7 +99,7 @@ def test_numbers_match_the_run(run: Path, report: tuple[Path, dict]) -> None:
         "samples": len(samples),
         "problems": len({r["problem_id"] for r in samples}),
         "failed": 0,
-        "kept": len(_jsonl(run / "filtered.jsonl")),
+        "kept": len(read_jsonl(run / "filtered.jsonl")),
         "students": 1,
         "accuracy": {"s1": EVAL["accuracy"]},
     }
@@ -173,7 +163,7 @@ def test_page_shows_summary_and_examples_escaped(run: Path, report: tuple[Path, 
 def test_reward_scores_and_missing_parts(run: Path, report: tuple[Path, dict], tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    samples = _jsonl(copy / "samples.jsonl")
+    samples = read_jsonl(copy / "samples.jsonl")
     rewards = [round(0.1 * (i % 10), 2) for i in range(len(samples))]
     with Store.in_run(copy) as store:
         store.add_verdicts(

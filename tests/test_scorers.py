@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from fake_openai_server import MODEL_ID, FakeServer
+from helpers import make_sample
 
 from cotfactory.config.filter import FilterConfig
 from cotfactory.errors import ConfigError, CotfactoryError, TeacherError, TemplateError
 from cotfactory.hashing import stable_hash
 from cotfactory.prompts import load_template
-from cotfactory.records import Problem, Request, Sample
+from cotfactory.records import Problem
 from cotfactory.scorers import make_scorer
 from cotfactory.scorers.base import ScoreItem
 from cotfactory.scorers.judge import UNPARSEABLE, parse_reply
@@ -32,20 +33,8 @@ ITEMS = [
 
 def item(question: str, text: str, answer: str | None, rationale: str = "", **problem: Any) -> ScoreItem:
     problem_id = f"p-{stable_hash([question, text], 8)}"
-    request = Request(
-        problem_id=problem_id,
-        template="t",
-        template_hash="h",
-        teacher="replay",
-        model="m",
-        temperature=0.0,
-        seed=0,
-        max_tokens=64,
-    )
-    return ScoreItem(
-        Problem(id=problem_id, question=question, **problem),
-        Sample(request=request, text=text, rationale=rationale, answer=answer),
-    )
+    sample = make_sample(answer, text, rationale=rationale, problem_id=problem_id, temperature=0.0, seed=0)
+    return ScoreItem(Problem(id=problem_id, question=question, **problem), sample)
 
 
 def scorer_config(reward: str, **values: Any) -> FilterConfig:

@@ -14,17 +14,16 @@ import json
 import re
 import secrets
 import sqlite3
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_openai_server import FakeServer
-from typer.testing import CliRunner
+from helpers import read_jsonl, run_cli, write_jsonl
+from loopback import ThreadServer
 
-from cotfactory.cli import app
 from cotfactory.config.filter import FilterConfig
 from cotfactory.errors import TemplateError
 from cotfactory.prompts import load_template
@@ -37,24 +36,14 @@ PACKAGE = ROOT / "cotfactory"
 # --- (a) the API key ---------------------------------------------------------------------------------------
 
 
-class EchoingServer:
+class EchoingServer(ThreadServer):
     """An OpenAI-compatible server that repeats the request's Authorization header in its error messages,
     as some proxies do. Per question: 'refuse' → 401, 'crash' → 500 (every attempt), 'long refusal N' → a
     401 whose message, shifted by N characters, is long enough to be cut by the client's 500-character
     error limit somewhere inside a copy of the key; the judge's prompt → 401; anything else → an answer."""
 
     def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> EchoingServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(self._handler())
 
     @staticmethod
     def _handler() -> type[BaseHTTPRequestHandler]:
@@ -113,14 +102,11 @@ def key(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _questions(path: Path, questions: list[str]) -> str:
-    path.write_text(
-        "".join(json.dumps({"id": f"q{i}", "question": q, "answer": "2"}) + "\n" for i, q in enumerate(questions))
-    )
-    return str(path)
+    return str(write_jsonl(path, ({"id": f"q{i}", "question": q, "answer": "2"} for i, q in enumerate(questions))))
 
 
 def _invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
+    result = run_cli(*args)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.stdout + result.stderr
 
@@ -179,7 +165,7 @@ def test_the_key_never_lands_anywhere_even_in_errors(key: str, tmp_path: Path) -
         code, output = _generate(data, server.base_url, out)
         outputs.append(output)
         assert code == 1 and "HTTP 401" in output and "HTTP 500" in output, output  # failures are listed
-        rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        rows = read_jsonl(out / "samples.jsonl")
         assert sorted(bool(r["error"]) for r in rows) == [False, True, True]
         assert any("Incorrect API key provided: Bearer ***" in (r["error"] or "") for r in rows)
 

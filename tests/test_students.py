@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from helpers import invoke, invoke_ok, read_jsonl, write_jsonl
 
-from cotfactory.cli import app
 from cotfactory.records import Problem
 from cotfactory.students import evaluate
 from cotfactory.students.features import IGNORE, encode_example
@@ -120,10 +119,6 @@ def test_multitask_loss_weights() -> None:
     assert example_losses(logits, labels, causal=False).item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest.fixture(scope="module")
 def teaching_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("teach") / "rationales.jsonl"
@@ -137,7 +132,7 @@ def teaching_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         }
         for i in range(12)
     ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -146,31 +141,27 @@ def teaching_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_a_few_steps_lower_the_loss(teaching_file: Path, tmp_path: Path, student: str, method: str) -> None:
     out = tmp_path / "student"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train-student",
-            str(teaching_file),
-            "--method",
-            method,
-            "--student",
-            student,
-            "--out",
-            str(out),
-            "--lora-r",
-            "0",
-            "--max-steps",
-            "24",
-            "--batch-size",
-            "6",
-            "--lr",
-            "3e-3",
-            "--logging-steps",
-            "4",
-        ],
+    invoke_ok(
+        "train-student",
+        str(teaching_file),
+        "--method",
+        method,
+        "--student",
+        student,
+        "--out",
+        str(out),
+        "--lora-r",
+        "0",
+        "--max-steps",
+        "24",
+        "--batch-size",
+        "6",
+        "--lr",
+        "3e-3",
+        "--logging-steps",
+        "4",
     )
-    assert result.exit_code == 0, result.output
-    metrics = [m for m in _rows(out / "metrics.jsonl") if "loss" in m]
+    metrics = [m for m in read_jsonl(out / "metrics.jsonl") if "loss" in m]
     assert metrics[-1]["loss"] < 0.7 * metrics[0]["loss"]
     if method == "step-by-step":
         assert {"loss_label", "loss_rationale"} <= set(metrics[0])
@@ -185,28 +176,24 @@ def test_lora_adapter_trains_only_adapters_and_reloads_with_plain_peft(
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train-student",
-            str(teaching_file),
-            "--method",
-            "finetune-cot",
-            "--student",
-            str(tiny_llama),
-            "--out",
-            str(out),
-            "--lora-r",
-            "4",
-            "--max-steps",
-            "6",
-            "--batch-size",
-            "4",
-            "--lr",
-            "1e-2",
-        ],
+    invoke_ok(
+        "train-student",
+        str(teaching_file),
+        "--method",
+        "finetune-cot",
+        "--student",
+        str(tiny_llama),
+        "--out",
+        str(out),
+        "--lora-r",
+        "4",
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-2",
     )
-    assert result.exit_code == 0, result.output
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     before = {k: v.clone() for k, v in base.state_dict().items()}
     student = PeftModel.from_pretrained(base, out)
@@ -285,70 +272,55 @@ def test_socratic_loop_terminates_and_uses_the_last_sub_answer() -> None:
 
 def test_train_and_eval_from_a_filtered_run(tmp_path: Path) -> None:
     run = tmp_path / "palm"
-    runner = CliRunner()
     cqa = ROOT / "data" / "cqa"
-    assert (
-        runner.invoke(
-            app,
-            [
-                "generate",
-                "--input",
-                str(cqa / "test_sample.json"),
-                "--format",
-                "cqa",
-                "--teacher",
-                "replay",
-                "--replay",
-                str(cqa / "palm_test_sample.json"),
-                "--model",
-                "palm",
-                "--template",
-                "few-shot-cot-cqa",
-                "--out",
-                str(run),
-            ],
-        ).exit_code
-        == 0
+    invoke_ok(
+        "generate",
+        "--input",
+        str(cqa / "test_sample.json"),
+        "--format",
+        "cqa",
+        "--teacher",
+        "replay",
+        "--replay",
+        str(cqa / "palm_test_sample.json"),
+        "--model",
+        "palm",
+        "--template",
+        "few-shot-cot-cqa",
+        "--out",
+        str(run),
     )
-    assert runner.invoke(app, ["filter", str(run), "--correct"]).exit_code == 0
+    invoke_ok("filter", str(run), "--correct")
     out = tmp_path / "student"
-    result = runner.invoke(
-        app,
-        [
-            "train-student",
-            str(run),
-            "--method",
-            "step-by-step",
-            "--student",
-            "scratch:t5-tiny",
-            "--out",
-            str(out),
-            "--lora-r",
-            "0",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "4",
-        ],
+    invoke_ok(
+        "train-student",
+        str(run),
+        "--method",
+        "step-by-step",
+        "--student",
+        "scratch:t5-tiny",
+        "--out",
+        str(out),
+        "--lora-r",
+        "0",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
     )
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            str(out),
-            "--format",
-            "cqa",
-            "--input",
-            str(cqa / "train_sample.json"),
-            "--limit",
-            "4",
-            "--max-new-tokens",
-            "8",
-        ],
+    invoke_ok(
+        "eval",
+        str(out),
+        "--format",
+        "cqa",
+        "--input",
+        str(cqa / "train_sample.json"),
+        "--limit",
+        "4",
+        "--max-new-tokens",
+        "8",
     )
-    assert result.exit_code == 0, result.output
-    predictions = _rows(out / "predictions.jsonl")
+    predictions = read_jsonl(out / "predictions.jsonl")
     assert len(predictions) == 4 and {"question", "gold", "prediction", "rationale", "correct"} <= set(predictions[0])
     summary = json.loads((out / "eval.json").read_text())
     assert summary["total"] == 4 and summary["correct"] == sum(p["correct"] for p in predictions)
@@ -364,57 +336,49 @@ def test_train_and_eval_from_a_filtered_run(tmp_path: Path) -> None:
     ],
 )
 def test_bad_training_input_is_exit_2(teaching_file: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    result = CliRunner().invoke(app, ["train-student", str(teaching_file), *args, "--out", str(tmp_path / "s")])
-    assert result.exit_code == 2 and message in result.output, result.output
+    code, output = invoke("train-student", str(teaching_file), *args, "--out", str(tmp_path / "s"))
+    assert code == 2 and message in output, output
     assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
 def test_smollm2_lora_student_trains_and_evaluates(smollm2: str, tmp_path: Path) -> None:
     out = tmp_path / "smol"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train-student",
-            str(ROOT / "data" / "gsm8k" / "train_sample.jsonl"),
-            "--format",
-            "gsm8k",
-            "--method",
-            "finetune-cot",
-            "--student",
-            smollm2,
-            "--out",
-            str(out),
-            "--lora-r",
-            "8",
-            "--max-steps",
-            "4",
-            "--batch-size",
-            "2",
-            "--limit",
-            "8",
-        ],
+    invoke_ok(
+        "train-student",
+        str(ROOT / "data" / "gsm8k" / "train_sample.jsonl"),
+        "--format",
+        "gsm8k",
+        "--method",
+        "finetune-cot",
+        "--student",
+        smollm2,
+        "--out",
+        str(out),
+        "--lora-r",
+        "8",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--limit",
+        "8",
     )
-    assert result.exit_code == 0, result.output
     info = json.loads((out / "student.json").read_text())
     assert info["adapter"] and (out / "adapter_config.json").exists()
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            str(out),
-            "--format",
-            "gsm8k",
-            "--input",
-            str(ROOT / "data" / "gsm8k" / "test_sample.jsonl"),
-            "--limit",
-            "2",
-            "--max-new-tokens",
-            "24",
-        ],
+    invoke_ok(
+        "eval",
+        str(out),
+        "--format",
+        "gsm8k",
+        "--input",
+        str(ROOT / "data" / "gsm8k" / "test_sample.jsonl"),
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "24",
     )
-    assert result.exit_code == 0, result.output
-    assert len(_rows(out / "predictions.jsonl")) == 2
+    assert len(read_jsonl(out / "predictions.jsonl")) == 2
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +410,7 @@ def rich_teaching_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "mode": "counterfactual",
             }
         )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return path
 
 
@@ -458,36 +422,25 @@ def test_every_method_trains_and_evaluates_on_both_architectures(
     rich_teaching_file: Path, tmp_path: Path, method: str, student: str
 ) -> None:
     out = tmp_path / "s"
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "train-student",
-            str(rich_teaching_file),
-            "--method",
-            method,
-            "--student",
-            student,
-            "--out",
-            str(out),
-            "--lora-r",
-            "0",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "4",
-        ],
+    invoke_ok(
+        "train-student",
+        str(rich_teaching_file),
+        "--method",
+        method,
+        "--student",
+        student,
+        "--out",
+        str(out),
+        "--lora-r",
+        "0",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
     )
-    assert result.exit_code == 0, result.output
-    problems = tmp_path / "test.jsonl"
-    problems.write_text(
-        "".join(
-            json.dumps({"id": f"t{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
-            for i in range(2)
-        )
+    problems = write_jsonl(
+        tmp_path / "test.jsonl",
+        ({"id": f"t{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(2)),
     )
-    result = runner.invoke(
-        app, ["eval", str(out), "--input", str(problems), "--answer-type", "number", "--max-new-tokens", "6"]
-    )
-    assert result.exit_code == 0, result.output
-    assert f"{method}: accuracy" in result.output and len(_rows(out / "predictions.jsonl")) == 2
+    output = invoke_ok("eval", str(out), "--input", str(problems), "--answer-type", "number", "--max-new-tokens", "6")
+    assert f"{method}: accuracy" in output and len(read_jsonl(out / "predictions.jsonl")) == 2

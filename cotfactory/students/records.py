@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cotfactory.errors import DataError
 from cotfactory.records import lettered_choices
+from cotfactory.run_dir import RunDir
 
 _SUBQUESTION_LINE = re.compile(r"^\s*(?P<q>[^\n]*?\?)\s*\*\*\s*(?P<a>.+?)\s*$", re.M)
 
@@ -110,8 +111,8 @@ def load_records(path: str, format: str | None = None) -> list[TeachingRecord]:
         from cotfactory.problems import load_problems
 
         return records_from_problems(load_problems(format, location))
-    if location.is_dir() and (location / "filtered.jsonl").exists():
-        location = location / "filtered.jsonl"
+    if location.is_dir() and RunDir(location).filtered.exists():
+        location = RunDir(location).filtered
     elif location.is_dir() and (location / "dataset_info.json").exists():
         import datasets
 
