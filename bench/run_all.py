@@ -31,6 +31,7 @@ SCRIPTS = [
     "quality_synthetic",
     "quality_real",
     "lm_eval_agreement",
+    "answer_extraction",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "

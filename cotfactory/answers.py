@@ -3,9 +3,9 @@
 One module for everyone who reads an answer: generation stores ``extract``'s result on each sample,
 the filters and the student evaluator judge it with ``answers_match``.
 
-``extract(text, problem, pattern)`` first cuts off an invented next turn (everything from the first
-``"\\n\\nQ:"``, as PaLM writes), then looks for the final-answer statement; the first rule that finds
-one wins:
+``extract(text, problem, pattern)`` first cuts off an invented next turn (from the first blank line
+followed by a turn header such as ``Q:`` or ``Premise:``, as PaLM writes), then looks for the
+final-answer statement; the first rule that finds one wins:
 
 1. the template's own ``pattern``, a regex whose group 1 is the answer (first match, ``re.S``);
 2. GSM8K's ``#### 72`` (the last one);
@@ -26,6 +26,7 @@ since an extraction failure is a verdict of its own.
 from __future__ import annotations
 
 import ast
+import difflib
 import math
 import operator
 import re
@@ -41,7 +42,9 @@ __all__ = ["answers_match", "extract", "normalize_number", "normalize_text", "sa
 
 Number = int | float
 
-INVENTED_TURN = "\n\nQ:"
+# An invented next turn: after a blank line, a turn header of the few-shot format the model imitates
+# ("Q:", "Question:", "Premise:", "Human:" …). The model's own answer ends before it.
+INVENTED_TURN = re.compile(r"\n[ \t]*\n[ \t]*(?:Q|Question|Premise|Problem|Human|User)[ \t]*:")
 MAX_EXPONENT = 100
 MAX_MAGNITUDE = 1e100
 MAX_EXPRESSION_CHARS = 200
@@ -55,10 +58,16 @@ _HASHES = re.compile(r"####[ \t]*(?P<body>[^\n]*)")
 _ANSWER_IS = re.compile(
     r"(?:\b(?:so|thus|therefore|hence)\b,?[ \t]*)?"
     r"(?:\bthe[ \t]+)?(?:\b(?:final|correct|right)[ \t]+)?"
-    r"\banswer\b[*_]*[ \t]*(?:is\b|:)[*_ \t:]*"
-    r"(?P<body>[^\n]*)",
+    r"(?:\banswer\b[*_]*"
+    # a short aside between "answer" and its verb: "(in short)", "to this question", ", simply put,"
+    r"(?:[ \t]*\([^()\n]{1,80}\)|[ \t]+(?:to|for|of|given|here|in|on)\b[^.!?:\n()]{0,50}?|,[^,.!?\n]{1,40},)?"
+    r"[*_]*[ \t]*(?:is\b|was\b|would[ \t]+be\b|will[ \t]+be\b|should[ \t]+be\b|:)"
+    r"|\bto[ \t]+answer[ \t]+(?:your|the|this)[ \t]+question[ \t]*:)"
+    r"[*_ \t:]*(?P<body>[^\n]*)",
     re.I,
 )
+# The first non-empty line after a statement that ends its own line ("The answer is:\n\nYes").
+_NEXT_LINE = re.compile(r"[ \t]*\n\s*(?P<body>[^\n]+)")
 # GPT-3's GSM8K solutions end with a line "A: 18".
 _A_LINE = re.compile(r"^[ \t]*A:[ \t]*(?P<body>[^\n]+)", re.M)
 # LaTeX boxes; the content's braces are matched by hand in _boxed().
@@ -84,21 +93,53 @@ _UNICODE_MATH = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷
 # ---------------------------------------------------------------------------------------- numbers
 # A number token; a minus counts as a sign only when it does not follow an operand ("16-3" → 16, 3).
 _NUMBER = re.compile(r"(?<![\w.)])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+# A reply's closing number, perhaps with a currency, a percent or a unit word or two: "= 26", "$1,200", "18 eggs".
+_NUMBER_AT_END = re.compile(r"(?P<number>[$€£]?-?\d[\d,]*(?:\.\d+)?%?)(?:[ \t]+[a-z]+){0,2}[ \t]*$", re.I)
+MAX_FINAL_DIGITS = 12
 # A thousands separator: "1,234" → "1234", but "3, 4" stays a list.
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # A percent sign after a number ("72%"), not the modulo of "7 % 3".
 _PERCENT = re.compile(r"(?<=\d)\s*%(?!\s*[\d(])")
+# Two numbers offered as alternatives: "12 or 14", "$12 or $14".
+_NUMBER_HEDGE = re.compile(r"\d[\w%.]*\s*,?\s+or\s+[$]?-?\.?\d", re.I)
+# An expression that stops at an operator: "10+" of "10+John's age".
+_DANGLING_OPERATOR = re.compile(r"[+\-*/%]\s*$")
+# A scale word after a number: "1.8 billion".
+_SCALE = re.compile(r"\s*(thousand|million|billion|trillion)\b", re.I)
+_SCALES = {"thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
+_UNIT_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+)
+_UNITS = {word: value for value, word in enumerate(_UNIT_WORDS.split(" "))}
+_TEN_WORDS = "twenty thirty forty fifty sixty seventy eighty ninety"
+_TENS = {word: 10 * value for value, word in enumerate(_TEN_WORDS.split(" "), 2)}
 # The first run of arithmetic characters holding a digit: "18 eggs" → "18 ", "( 84.0 / 2.0 )" whole.
 _ARITH_SPAN = re.compile(r"[\d.+\-*/%()\s]*\d[\d.+\-*/%()\s]*")
 
 # ---------------------------------------------------------------------------------- choices, yes/no
 # A choice letter in parentheses anywhere in the statement: "(c) train station", "either (b) or (d)".
 _LETTER_IN_PARENS = re.compile(r"\(([a-e])\)", re.I)
+# Where the words naming a choice stop: "(c) wooded area, since …", "(b) lake because …".
+_CLAUSE_END = re.compile(r"[,;:(]|\s(?:because|since|as|which|so)\b|\s[-–—]\s", re.I)
+_FILLER_WORDS = {"and", "or", "of", "to", "in", "on", "at", "for", "with", "by"}
+TYPO_SIMILARITY = 0.75  # difflib ratio from which "tokio" and "tokyo" are one word misspelt
 # A bare letter opening the statement: "c", "C)", "c.", "C: train station" (not "a train station").
 _LEADING_LETTER = re.compile(r"^([a-e])(?:[).:](?:\s|$)|$)", re.I)
-# An answer-first text with no statement: "Yes. Apples ...", "No, because ..." (not "No one ...").
-_OPENING_YES_NO = re.compile(r"^[*\s]*(yes|no|true|false)\b[*]*(?:[.,!:;]|\s*$)", re.I)
 _YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
+YES_NO_WITHIN = 3  # a statement's yes/no word comes among its first words ("is indeed yes", "is that no")
+# Two yes/no words joined by or/and/-//: "yes or no" (the instruction echoed), "no - yes" (a hedge).
+_YES_NO_PAIR = re.compile(r"\b(?:yes|no|true|false)\b[\s*\"'.,]*(?:or|and|/|-|–)[\s*\"']*(?:yes|no|true|false)\b", re.I)
+# A statement inside a condition is no claim: "If it rained, the answer would be yes."
+_CONDITIONAL = re.compile(r"\b(?:if|whether|unless|suppose)\b", re.I)
+_PARENTHETICAL = re.compile(r"\([^()]*\)")
+# A yes/no word that opens a sentence, a line or a clause after a colon or dash, after at most a short
+# lead-in ("So,", "Sure!", "In reality,"), and stands alone: "Yes.", "No, it …", "**Yes**" — not "No one".
+_OPENING_CLAIM = re.compile(
+    r"(?:^|[.!?:\-–][ \t]+|\n)[ \t>*#\-\d.)\"']*(?:[a-z' ]{1,20}[,!][ \t]*)?[*_\"']*"
+    r"(yes|no|true|false)\b[*_\"']*(?=[ \t]*[,.!;:\-–]|[ \t]*$)",
+    re.I | re.M,
+)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -130,14 +171,31 @@ def extract(text: str, problem: Problem, pattern: str | None = None) -> tuple[st
 
     The answer is None when none can be found; see the module docstring for the order of the rules.
     """
-    text = text.split(INVENTED_TURN, 1)[0]
+    text = cut_invented_turn(text)
     statement = _pattern_statement(text, pattern) if pattern else None
-    statement = statement or _find_statement(text)
-    answer = _normalize(statement.body, problem.answer_type, problem.choices) if statement else None
-    if answer is None:
-        answer = _FALLBACKS[problem.answer_type](text, problem.choices or [])
+    if statement is None and problem.answer_type == "yes_no":
+        statements = _statements(text)
+        statement = statements[-1] if statements else None
+        answer = _read_yes_no(text, statements)
+    else:
+        statement = statement or _find_statement(text)
+        answer = _normalize(statement.body, problem.answer_type, problem.choices) if statement else None
+        if answer is None:
+            answer = _FALLBACKS[problem.answer_type](text, problem.choices or [])
     rationale = _trim_rationale(text[: statement.start]) if statement else text.strip()
     return rationale, answer
+
+
+def cut_invented_turn(text: str) -> str:
+    """The text before an invented next turn (PaLM's "\n\nQ: …", "\n\nPremise: …")."""
+    return INVENTED_TURN.split(text, maxsplit=1)[0]
+
+
+def states_answer(text: str, pattern: str | None = None) -> bool:
+    """Whether the text has a final-answer statement (the pattern's, '####', 'The answer is …', a box),
+    as opposed to an answer only a fallback would guess."""
+    text = cut_invented_turn(text)
+    return bool((_pattern_statement(text, pattern) if pattern else None) or _find_statement(text))
 
 
 def answers_match(answer: str | None, gold: str | None, problem: Problem, tolerance: float = 1e-4) -> bool:
@@ -206,20 +264,47 @@ def _pattern_statement(text: str, pattern: str) -> _Statement | None:
 
 def _find_statement(text: str) -> _Statement | None:
     """The final-answer statement: the last '####', else the last natural-language statement."""
-    hashes = list(_HASHES.finditer(text))
+    found = _statements(text)
+    return found[-1] if found else None
+
+
+def _statements(text: str) -> list[_Statement]:
+    """Every final-answer statement in text order: the '####' lines if there are any, else the
+    natural-language ones ("The answer is …", "A: …", boxes)."""
+    hashes = [_Statement(m.start(), m.end(), m["body"]) for m in _HASHES.finditer(text)]
     if hashes:
-        return _Statement(hashes[-1].start(), hashes[-1].end(), hashes[-1]["body"])
-    sentences = [_Statement(m.start(), m.end(), _statement_body(m["body"])) for m in _ANSWER_IS.finditer(text)]
+        return hashes
+    sentences = [_sentence_statement(text, m) for m in _answer_is_matches(text)]
     lines = [_Statement(m.start(), m.end(), m["body"]) for m in _A_LINE.finditer(text)]
     boxes = [box for box in _boxed(text) if not any(s.start < box.start < s.end for s in sentences + lines)]
-    found = sentences + lines + boxes
-    return max(found, key=lambda s: s.start) if found else None
+    return sorted(sentences + lines + boxes, key=lambda s: s.start)
+
+
+def _answer_is_matches(text: str) -> list[re.Match[str]]:
+    """Every "answer is" statement, also one inside another's line ("The answer should be X. So the
+    answer is (a) Y." holds two)."""
+    found, position = [], 0
+    while match := _ANSWER_IS.search(text, position):
+        found.append(match)
+        position = match.start("body")
+    return found
+
+
+def _sentence_statement(text: str, match: re.Match[str]) -> _Statement:
+    """An "answer is" statement; one whose line ends at "is:" takes its answer from the next line."""
+    body, end = match["body"], match.end()
+    if not _clean_markup(body):
+        following = _NEXT_LINE.match(text, end)
+        if following:
+            body, end = following["body"], following.end()
+    return _Statement(match.start(), end, _statement_body(body))
 
 
 def _statement_body(body: str) -> str:
     """The first sentence of a statement, inside a repeated one ("Final Answer: The final answer is 72")."""
-    while inner := _ANSWER_IS.search(body):
-        body = inner["body"]
+    # an inner statement in an aside ("yes (the answer is yes or no to …)") does not count
+    while inner := _ANSWER_IS.search(_PARENTHETICAL.sub(lambda m: " " * len(m.group()), body)):
+        body = body[inner.start("body") :]
     end = _SENTENCE_END.search(body)
     return body[: end.start()] if end else body
 
@@ -271,14 +356,40 @@ def _parse_number(text: str) -> Number | None:
     text = _clean_markup(text).translate(_UNICODE_MATH).replace("$", "")
     text = _PERCENT.sub("", text).rsplit("=", 1)[-1]
     text = _THOUSANDS.sub("", text).replace("^", "**")
+    if _NUMBER_HEDGE.search(text):
+        return None  # "either 12 or 14" is not one answer
     span = _ARITH_SPAN.search(text)
     if not span:
-        return None
+        return _number_in_words(text)
+    if _DANGLING_OPERATOR.search(span.group()) and text[span.end() :].strip():
+        return None  # "10+John's age": the expression goes on in words
     value = safe_eval(span.group().strip())
-    if value is not None:
-        return value
-    token = _NUMBER.search(span.group())
-    return _number_value(token.group()) if token else None
+    if value is None and (token := _NUMBER.search(span.group())):
+        value = _number_value(token.group())
+    scale = _SCALE.match(text, span.end())
+    return value * _SCALES[scale.group(1).lower()] if value is not None and scale else value
+
+
+def _number_in_words(text: str) -> int | None:
+    """'twelve' → 12, 'twenty-five' → 25, 'one hundred and five' → 105; None unless the text opens
+    with a number word (its first words only: 'The answer is twelve eggs')."""
+    words = re.findall(r"[a-z]+", text.lower())
+    total, current, seen = 0, 0, False
+    for word in words:
+        if word in _UNITS:
+            current += _UNITS[word]
+        elif word in _TENS:
+            current += _TENS[word]
+        elif word == "hundred" and seen:
+            current *= 100
+        elif word in _SCALES and seen:
+            total, current = total + current * int(_SCALES[word]), 0
+        elif word == "and" and seen:
+            continue
+        else:
+            break
+        seen = True
+    return total + current if seen else None
 
 
 def _number_value(token: str) -> Number | None:
@@ -315,8 +426,27 @@ def _choice_answer(raw: str, choices: list[str]) -> str | None:
         return None  # "either (b) lake or (d) pond" is not one answer
     if letters:
         index = choice_index(letters.pop(), len(choices))
-        return choices[index] if index is not None else None
+        if index is None:
+            return None
+        named_after = _LETTER_IN_PARENS.sub(" ", text) if _LETTER_IN_PARENS.search(text) else text[1:]
+        return choices[index] if _agrees(named_after, choices[index], choices) else None
     return _named_choice(text, choices)
+
+
+def _agrees(text: str, chosen: str, choices: list[str]) -> bool:
+    """Whether the text beside a letter names the letter's choice, or says nothing of its own: a typo,
+    a plural, a cut or a longer form of it agrees ("(c) skyscraper" for "skyscaper"); another choice,
+    or a thing that is no choice, does not ("(e) ice" for "water cooler") — letter and text conflict."""
+    text = _CLAUSE_END.split(text, maxsplit=1)[0].strip(" .:-–—*\"'")
+    if not text:
+        return True
+    named = _named_choice(text, choices)
+    if named is not None:
+        return named.lower() == chosen.lower()
+    said, meant = normalize_text(text), normalize_text(chosen)
+    if said in meant or meant in said or set(said.split()) & set(meant.split()) - _FILLER_WORDS:
+        return True
+    return difflib.SequenceMatcher(None, said, meant).ratio() >= TYPO_SIMILARITY
 
 
 def _named_choice(text: str, choices: list[str]) -> str | None:
@@ -332,8 +462,38 @@ def _named_choice(text: str, choices: list[str]) -> str | None:
 
 
 def _yes_no_answer(raw: str, choices: list[str]) -> str | None:
-    words = re.findall(r"[a-z]+", _clean_markup(raw).lower())
-    return _YES_NO.get(words[0]) if words else None
+    return _statement_claim(raw)
+
+
+def _read_yes_no(text: str, statements: list[_Statement]) -> str | None:
+    """A yes/no answer: the claims of the answer statements if any make one, else the yes/no words
+    that open a sentence, line or clause ("Sure!\nYes.", "In reality, no.", "…question: No, it…").
+    Claims that disagree are a hedge, and "yes or no" (the instruction echoed) is no claim: both None."""
+    claims = {
+        claim
+        for s in statements
+        if not _CONDITIONAL.search(_sentence_before(text, s.start)) and (claim := _statement_claim(s.body))
+    }
+    if not claims:
+        unechoed = _YES_NO_PAIR.sub(" ", text)
+        claims = {_YES_NO[m.group(1).lower()] for m in _OPENING_CLAIM.finditer(unechoed)}
+    return claims.pop() if len(claims) == 1 else None
+
+
+def _sentence_before(text: str, position: int) -> str:
+    """The part of the sentence before ``position`` (for "If …, the answer is yes")."""
+    start = max(text.rfind(mark, 0, position) for mark in (". ", "! ", "? ", "\n"))
+    return text[start + 1 : position]
+
+
+def _statement_claim(body: str) -> str | None:
+    """The yes/no a statement claims: its first yes/no word, if that is among its first words
+    ("yes", "indeed yes", "that yes", '"No."'); None for "yes or no", "no or yes", "yes and no"."""
+    body = _PARENTHETICAL.sub(" ", _clean_markup(body))
+    if _YES_NO_PAIR.search(body):
+        return None
+    words = re.findall(r"[a-z]+", body.lower())[:YES_NO_WITHIN]
+    return next((_YES_NO[word] for word in words if word in _YES_NO), None)
 
 
 def _text_answer(raw: str, choices: list[str]) -> str | None:
@@ -350,18 +510,31 @@ _NORMALIZERS: dict[str, Callable[[str, list[str]], str | None]] = {
 
 # ------------------------------------------------------------------------------------- fallbacks
 def _last_number(text: str, choices: list[str]) -> str | None:
+    """The last number of a finished text (a text cut mid-sentence or mid-expression gives none)."""
+    if not _finished(text):
+        return None
     tokens = _NUMBER.findall(text)
     value = _number_value(tokens[-1]) if tokens else None
     return None if value is None else _format_number(value)
 
 
+def _finished(text: str) -> bool:
+    """Whether a reply ends as a finished one: its last sentence closes (". ! ?"), or its last line is
+    a bare number ("25", "$1,200", "75%"). A reply cut at the token limit usually ends mid-sentence,
+    mid-expression or inside an unclosed GSM8K annotation ("<<41.472+8.")."""
+    if text.count("<<") > text.count(">>"):
+        return False
+    end = text.rstrip().rstrip("*_`\"')]}")
+    if end.endswith((".", "!", "?")):
+        return True
+    last = _NUMBER_AT_END.search(end)
+    if not last or len(re.sub(r"\D", "", last["number"])) > MAX_FINAL_DIGITS:
+        return False  # ends in words mid-sentence, or in a runaway "0.33333333333333…"
+    return not end[: last.start()].rstrip().endswith(("+", "-", "*", "/", "^", "×"))  # not mid-expression
+
+
 def _choice_in_last_sentence(text: str, choices: list[str]) -> str | None:
     return _choice_answer(_last_sentence(text), choices)
-
-
-def _opening_yes_no(text: str, choices: list[str]) -> str | None:
-    match = _OPENING_YES_NO.match(text)
-    return _YES_NO[match.group(1).lower()] if match else None
 
 
 def _no_fallback(text: str, choices: list[str]) -> str | None:
@@ -371,7 +544,7 @@ def _no_fallback(text: str, choices: list[str]) -> str | None:
 _FALLBACKS: dict[str, Callable[[str, list[str]], str | None]] = {
     "number": _last_number,
     "choice": _choice_in_last_sentence,
-    "yes_no": _opening_yes_no,
+    "yes_no": _no_fallback,  # yes/no is read by _read_yes_no
     "text": _no_fallback,
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,28 @@ def build_filters(config: FilterConfig) -> list[Filter]:
     return [stage for stage in built if stage is not None]
 
 
+#: drop reasons whose cause is in the text's ending: the funnel keeps a few endings of each to show why
+EXPLAINED_REASONS = ("no_answer", "wrong_answer")
+EXAMPLES_KEPT = 5  # per reason, in funnel.json
+ENDING_CHARS = 120
+
+
+@dataclass
+class DropExample:
+    """One dropped sample, as the funnel shows it: where its text ends and what was read there."""
+
+    sample_key: str
+    ending: str  # the last ENDING_CHARS characters of the text, the invented next turn included
+    answer: str | None
+    label: str | None
+
+    @classmethod
+    def of(cls, sample: Sample, label: str | None) -> DropExample:
+        text = " ".join(sample.text.split())
+        ending = text if len(text) <= ENDING_CHARS else "…" + text[-ENDING_CHARS:]
+        return cls(sample.key, ending, sample.answer, label)
+
+
 @dataclass
 class StageCount:
     stage: str
@@ -47,6 +69,15 @@ class StageCount:
     samples_out: int = 0
     problems_out: int = 0
     dropped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[DropExample]] = field(default_factory=dict)
+    examples_kept: int = EXAMPLES_KEPT
+
+    def note_drop(self, verdict: Verdict, sample: Sample, label: str | None) -> None:
+        self.dropped[verdict.reason] += 1
+        if verdict.reason in EXPLAINED_REASONS:
+            shown = self.examples.setdefault(verdict.reason, [])
+            if len(shown) < self.examples_kept:
+                shown.append(DropExample.of(sample, label))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +86,7 @@ class StageCount:
             "samples_out": self.samples_out,
             "problems_out": self.problems_out,
             "dropped": dict(self.dropped),
+            "examples": {reason: [asdict(e) for e in shown] for reason, shown in self.examples.items()},
         }
 
 
@@ -64,6 +96,7 @@ class FilterResult:
     funnel: list[StageCount]
     kept: int
     scored_now: int
+    explain: int = 0  # example endings printed per reason
 
 
 def run_filter(config: FilterConfig, console: Console | None = None) -> FilterResult:
@@ -76,7 +109,8 @@ def run_filter(config: FilterConfig, console: Console | None = None) -> FilterRe
     with Store(run_dir.store) as store:
         patterns = _answer_patterns(store)
         scored_now = _score_missing(store, scorer, _groups(store, run_dir, patterns), console, config.reward_batch_size)
-        funnel = [StageCount("input")] + [StageCount(stage.name) for stage in stages]
+        kept_examples = max(EXAMPLES_KEPT, config.explain)
+        funnel = [StageCount("input")] + [StageCount(stage.name, examples_kept=kept_examples) for stage in stages]
         store.clear_verdicts()
         rows = (
             row
@@ -87,7 +121,7 @@ def run_filter(config: FilterConfig, console: Console | None = None) -> FilterRe
         write_dataset_atomic(run_dir.filtered, run_dir.filtered_dataset)
         write_json_atomic(run_dir.funnel, {"config": config.model_dump(), "stages": [c.as_dict() for c in funnel]})
         store.set_meta("filter_config", config.model_dump())
-    return FilterResult(run_dir.path, funnel, kept, scored_now)
+    return FilterResult(run_dir.path, funnel, kept, scored_now, config.explain)
 
 
 def _filter_problem(
@@ -113,10 +147,11 @@ def _filter_problem(
         count.samples_in += len(group.survivors)
         verdicts = stage.apply(group)
         store.add_verdicts(verdicts)
+        samples_by_key = {s.key: s for s in group.survivors}
         for verdict in verdicts:
             by_key[verdict.sample_key][stage.name] = verdict
             if not verdict.keep:
-                count.dropped[verdict.reason] += 1
+                count.note_drop(verdict, samples_by_key[verdict.sample_key], group.label)
         kept = {v.sample_key for v in verdicts if v.keep}
         group.survivors = [s for s in group.survivors if s.key in kept]
         count.samples_out += len(group.survivors)
@@ -250,6 +285,14 @@ def print_funnel(result: FilterResult, console: Console) -> None:
         dropped = ", ".join(f"{reason} {n}" for reason, n in count.dropped.most_common())
         table.add_row(count.stage, str(count.samples_in), str(count.samples_out), str(count.problems_out), dropped)
     console.print(table)
+    for count in result.funnel:
+        for reason, shown in count.examples.items():
+            if result.explain:
+                console.print(f"[bold]{count.stage}: {reason}[/bold] — how the texts end:")
+            for example in shown[: result.explain]:
+                read = f"read {example.answer!r}" + (f", label {example.label!r}" if reason == "wrong_answer" else "")
+                console.print(f"  {example.ending}", markup=False, highlight=False, soft_wrap=True)
+                console.print(f"    → {read}", markup=False, highlight=False, style="dim")
     if result.scored_now:
         console.print(f"scored {result.scored_now} samples (cached for the next run)")
     console.print(f"kept: {RunDir(result.run_dir).filtered}", soft_wrap=True)

@@ -243,7 +243,11 @@ def load_template(name_or_path: str, extra_dirs: list[Path] | None = None) -> Te
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise TemplateError(f"{path}: field '{field}': {err['msg']}") from exc
     exemplars, ex_text = _load_exemplars(path, spec.exemplars)
-    return Template(spec, path, source_text, exemplars, ex_text)
+    template = Template(spec, path, source_text, exemplars, ex_text)
+    from cotfactory.exemplar_check import check_exemplars  # answers → records; imported after the template
+
+    check_exemplars(template)
+    return template
 
 
 def _load_exemplars(template_path: Path, relative: str | None) -> tuple[list[dict], str]:

@@ -40,7 +40,7 @@ PALM_BEAVER = (
     "bad smell?\nAnswer Choices:\n(a) air freshener\n(b) air conditioner\nA: The answer must be something that gets "
     "rid of bad smells. So the answer is (a) air freshener."
 )
-PALM_SOLDIER = (  # the text names choice (d), the letter says (e): the letter wins
+PALM_SOLDIER = (  # the text names choice (d), the letter says (e): letter and text conflict, refused
     "The answer must be something that a soldier does at a rendezvous point. Of the above choices, only wait for "
     "orders makes sense. So the answer is (e) wait for orders."
 )
@@ -127,7 +127,11 @@ def test_the_last_statement_wins_and_hashes_win_over_all() -> None:
         ("12345678901234567890", "12345678901234567890"),
         ("5 (five)", "5"),
         ("", None),
-        ("seventy-two", None),
+        ("seventy-two", "72"),
+        ("one hundred and five", "105"),
+        ("1.8 billion", "1800000000"),
+        ("12 or 14", None),
+        ("10+John's age", None),
     ],
 )
 def test_normalize_number(text: str, number: str | None) -> None:
@@ -187,7 +191,9 @@ def test_safe_eval_refuses_a_tower_of_powers_at_once() -> None:
         ("The answer is (c).", "wooded area"),
         ("The answer is C.", "wooded area"),
         ("The answer is: Train Station, since it is busy.", "train station"),
-        ("So the answer is (c) train station.", "wooded area"),  # letter and text disagree: the letter wins
+        ("So the answer is (c) train station.", None),  # letter and text name different choices: refused
+        ("So the answer is (c) woded areas.", "wooded area"),  # a misspelt plural of the letter's choice
+        ("So the answer is (c) the forest.", None),  # the letter's text is no choice and not its choice
         ("So the answer is (e)", "train station"),
         ("Beavers live near woods. Only wooded areas have the supplies.", "wooded area"),  # unambiguous mention
         ("The answer is a wooded area or a body of water.", None),  # two choices named
@@ -204,7 +210,7 @@ def test_palm_completions() -> None:
     rationale, answer = extract(PALM_BEAVER, CHOICE)
     assert answer == "wooded area"  # the invented next turn's "(a) air freshener" is cut off first
     assert rationale.endswith("only wooded areas have the supplies that beavers need.")
-    assert extract(PALM_SOLDIER, SOLDIER)[1] == "follow instructions"
+    assert extract(PALM_SOLDIER, SOLDIER)[1] is None
     assert extract(PALM_HEDGE, PEBBLE) == (PALM_HEDGE.split(" So the answer")[0], None)
 
 
@@ -333,7 +339,7 @@ def test_palm_cqa_completions() -> None:
     questions = read_jsonl(_shared("cqa_palm/cqa_test.json"))
     completions = [text for i in (0, 1) for text in json.loads(_shared(f"cqa_palm/llm/test_CoT_{i}.json").read_text())]
     assert len(questions) == len(completions) == 1221
-    extracted, correct, hedged, unexplained = 0, 0, 0, []
+    extracted, correct, hedged, conflicted, unexplained = 0, 0, 0, 0, []
     for record, completion in zip(questions, completions, strict=True):
         problem = Problem(
             id=record["id"],
@@ -349,17 +355,22 @@ def test_palm_cqa_completions() -> None:
         correct += answers_match(answer, problem.gold, problem)
         if answer is None:
             statement = text.rsplit("So the answer is", 1)[-1]
-            if len(set(re.findall(r"\(([a-e])\)", statement))) >= 2:
+            letters = set(re.findall(r"\(([a-e])\)", statement))
+            if len(letters) >= 2:
                 hedged += 1  # "either (b) lake or (d) pond": several answers are none
+            elif len(letters) == 1 and problem.choices["abcde".index(letters.pop())].lower() not in statement.lower():
+                conflicted += 1  # "(b) Farsi" where (b) is "dard": the letter and the text disagree
             else:
                 unexplained.append(text[-120:])
     total = len(completions)
     print(
-        f"\nPaLM CQA extraction rate: {extracted}/{total} = {extracted / total:.4f} "
-        f"({hedged} hedged between choices give None); PaLM accuracy: {correct}/{total} = {correct / total:.4f}"
+        f"\nPaLM CQA extraction rate: {extracted}/{total} = {extracted / total:.4f} ({hedged} hedged between "
+        f"choices, {conflicted} letter/text conflicts give None); "
+        f"PaLM accuracy: {correct}/{total} = {correct / total:.4f}"
     )
     assert unexplained == []
-    assert (extracted + hedged) / total == 1.0
+    assert (extracted + hedged + conflicted) / total == 1.0
+    assert conflicted == 4  # all four are in the answer corpus: cqa-palm-test-340, -559, -647, -862
     assert extracted / total >= 0.97
     assert 0.70 <= correct / total <= 0.85  # the README: about a quarter of PaLM's answers are wrong
 

@@ -43,6 +43,12 @@ class FilterConfig(BaseModel):
     judge_base_url: list[str] = Field([], description="judge: OpenAI-compatible base URL(s).")
     judge_api_key_env: str | None = Field("OPENAI_API_KEY", description="judge: variable holding the API key.")
     judge_concurrency: int = Field(16, ge=1, description="judge: requests in flight.", json_schema_extra=RUNTIME)
+    explain: int = Field(
+        0,
+        ge=0,
+        description="Print N example endings of each no_answer / wrong_answer drop (funnel.json keeps 5).",
+        json_schema_extra=RUNTIME,
+    )
     trust_remote_code: bool = Field(False, description="Allow a reward model's own code (off unless asked).")
 
     @field_validator("chain")

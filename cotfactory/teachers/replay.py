@@ -26,13 +26,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from cotfactory.answers import cut_invented_turn
 from cotfactory.errors import ConfigError, DataError
 from cotfactory.records import Request, Sample
 from cotfactory.teachers.base import Teacher, TeacherOptions
 
 _SHARD = re.compile(r"_(\d+)\.json$")
 # PaLM goes on to invent the next few-shot turn: "\n\nQ:" (CommonsenseQA) or "\n\nPremise:" (e-SNLI)
-PALM_CUT = re.compile(r"\n\n(?:Q|Premise):")
 
 
 class ReplayOptions(TeacherOptions):
@@ -127,7 +127,7 @@ class ReplayTeacher(Teacher[ReplayOptions]):
         completions = self._dss_completions(str(metadata.get("split", "")))
         if request.sample_index != 0 or not 0 <= int(index) < len(completions):
             return None
-        return PALM_CUT.split(completions[int(index)], maxsplit=1)[0].strip()
+        return cut_invented_turn(completions[int(index)]).strip()
 
     async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
         for request in requests:
