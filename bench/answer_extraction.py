@@ -31,7 +31,8 @@ def with_cotfactory(case: dict[str, Any]) -> tuple[str | None, bool]:
     from cotfactory.records import Problem
 
     problem = Problem(id=case["id"], question=case["question"] or "?", answer_type="number")
-    answer = extract(case["text"], problem)[1]
+    finished = {"stop": True, "length": False}.get(case["finish_reason"])  # None: the release does not say
+    answer = extract(case["text"], problem, finished=finished)[1]
     if case["expected"] is None or answer is None:
         return answer, answer is None and case["expected"] is None
     return answer, answers_match(answer, case["expected"], problem)

@@ -1,7 +1,8 @@
 """Pull the final answer, and the rationale before it, out of a teacher's text; compare answers.
 
 One module for everyone who reads an answer: generation stores ``extract``'s result on each sample,
-the filters and the student evaluator judge it with ``answers_match``.
+the filters and the student evaluator judge it with ``answers_match``. The rules are measured on a
+hand-checked corpus of real teacher outputs (tests/data/answer_corpus/).
 
 ``extract(text, problem, pattern)`` first cuts off an invented next turn (from the first blank line
 followed by a turn header such as ``Q:`` or ``Premise:``, as PaLM writes), then looks for the
@@ -11,16 +12,27 @@ final-answer statement; the first rule that finds one wins:
 2. GSM8K's ``#### 72`` (the last one);
 3. the last of the natural-language statements: "The answer is 72." / "So the answer is (c) wooded
    area." / "**Final answer:** 72" / ``\\boxed{72}`` / a line "A: 18" (GPT-3's GSM8K solutions).
-   A ``\\boxed{}`` inside an "answer is" sentence belongs to that sentence.
+   A statement may carry a short aside ("the answer (after rounding) is", "the answer to this
+   question is") and may give its answer on the next line ("The answer is:\n\nYes"). A
+   ``\\boxed{}`` inside an "answer is" sentence belongs to that sentence.
 
 The rationale is the text before the statement ("So"/"Therefore" go with the statement). The
-statement's answer is normalized by answer type, so equal answers are equal strings: numbers as
-short decimals ("51", "0.75"; expressions are evaluated safely), choices as the choice text, yes/no
-as "yes"/"no", free text SQuAD-normalized. When there is no statement, or it holds no usable answer,
-a cautious fallback applies: number → the last number in the text; choice → a choice named
-unambiguously in the last sentence; yes_no → a text that opens with "Yes."/"No,"; text → none.
-``None`` means no answer: an ambiguous statement ("either (b) lake or (d) pond") is not guessed at,
-since an extraction failure is a verdict of its own.
+statement's answer is normalized by answer type, so equal answers are equal strings:
+
+- numbers as short decimals ("51", "0.75"; expressions are evaluated safely; "1.8 billion", "twelve"
+  read too); two values offered ("12 or 14") or an expression that goes on in words ("10+x") give None;
+- choices as the choice text; a letter whose text names another choice, or a thing that is neither
+  a choice nor a misspelling of the letter's, gives None (letter and text conflict);
+- yes/no from claims: the first yes/no word of each statement ("the answer is indeed yes"), or, with
+  no statement, a yes/no that opens a sentence, line or clause ("Sure!\nYes.", "No, a chipmunk
+  could not …"). "Yes or no" (the instruction echoed) and statements under "if" are no claims;
+  claims that disagree give None;
+- free text SQuAD-normalized.
+
+With no statement a cautious fallback applies: number → the last number of a finished reply (one cut
+mid-sentence or mid-expression gives None); choice → a choice named unambiguously in the last
+sentence; text → none. ``None`` means no answer: ambiguity is not guessed at, since an extraction
+failure is a verdict of its own.
 """
 
 from __future__ import annotations
@@ -58,14 +70,23 @@ _HASHES = re.compile(r"####[ \t]*(?P<body>[^\n]*)")
 _ANSWER_IS = re.compile(
     r"(?:\b(?:so|thus|therefore|hence)\b,?[ \t]*)?"
     r"(?:\bthe[ \t]+)?(?:\b(?:final|correct|right)[ \t]+)?"
-    r"(?:\banswer\b[*_]*"
+    r"(?:\bchoice[ \t]+(?:is|was|would[ \t]+be)\b"
+    r"|\banswer\b[*_]*"
     # a short aside between "answer" and its verb: "(in short)", "to this question", ", simply put,"
-    r"(?:[ \t]*\([^()\n]{1,80}\)|[ \t]+(?:to|for|of|given|here|in|on)\b[^.!?:\n()]{0,50}?|,[^,.!?\n]{1,40},)?"
-    r"[*_]*[ \t]*(?:is\b|was\b|would[ \t]+be\b|will[ \t]+be\b|should[ \t]+be\b|:)"
-    r"|\bto[ \t]+answer[ \t]+(?:your|the|this)[ \t]+question[ \t]*:)"
+    r"(?:[ \t]*\([^()\n]{1,80}\)|[ \t]+(?:to|for|of|given|here|in|on|with)\b[^.!?:\n()]{0,50}?|,[^,.!?\n]{1,40},)?"
+    r"[*_]*[ \t]*(?:\bis\b|\bwas\b|\bwould[ \t]+be\b|\bwill[ \t]+be\b|\bshould[ \t]+be\b|:)"
+    r"|\bto[ \t]+answer[ \t]+(?:your|the|this)[ \t]+question[ \t]*:"
+    r"|^[ \t]*#{1,6}[ \t]*(?:final[ \t]+)?answer\b[ \t]*:?(?=[ \t]*\n))"
     r"[*_ \t:]*(?P<body>[^\n]*)",
+    re.I | re.M,
+)
+# An answer named before its statement: "23 is the answer.", "we can choose (d) as the answer".
+_IS_THE_ANSWER = re.compile(
+    r"(?P<body>[^\n.!?:]{1,60}?)[ \t]+(?:is|as)[ \t]+the[ \t]+(?:final[ \t]+|correct[ \t]+|right[ \t]+)?"
+    r"answer\b(?![ \t]+(?:is|to|of)\b)",
     re.I,
 )
+NEXT_LINE_WORDS = 8
 # The first non-empty line after a statement that ends its own line ("The answer is:\n\nYes").
 _NEXT_LINE = re.compile(r"[ \t]*\n\s*(?P<body>[^\n]+)")
 # GPT-3's GSM8K solutions end with a line "A: 18".
@@ -88,11 +109,14 @@ _LATEX_SYMBOLS = {
     **{r"\!": "", r"\,": "", r"\left": "", r"\right": ""},  # spacing and sizing only
 }
 _INLINE_MATH = re.compile(r"\$([^$]*)\$")
+_MATH_DELIMITERS = re.compile(r"\\[()\[\]]")
 _UNICODE_MATH = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/"})
 
 # ---------------------------------------------------------------------------------------- numbers
 # A number token; a minus counts as a sign only when it does not follow an operand ("16-3" → 16, 3).
 _NUMBER = re.compile(r"(?<![\w.)])-?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+# A last equation whose result is an unknown: "180 / 36 = X\nX is the answer."
+_UNRESOLVED = re.compile(r"=[ \t]*[a-z][ \t]*(?:[.,]|\n|$)[^=\d]*$", re.I)
 # A reply's closing number, perhaps with a currency, a percent or a unit word or two: "= 26", "$1,200", "18 eggs".
 _NUMBER_AT_END = re.compile(r"(?P<number>[$€£]?-?\d[\d,]*(?:\.\d+)?%?)(?:[ \t]+[a-z]+){0,2}[ \t]*$", re.I)
 MAX_FINAL_DIGITS = 12
@@ -101,7 +125,10 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # A percent sign after a number ("72%"), not the modulo of "7 % 3".
 _PERCENT = re.compile(r"(?<=\d)\s*%(?!\s*[\d(])")
 # Two numbers offered as alternatives: "12 or 14", "$12 or $14".
-_NUMBER_HEDGE = re.compile(r"\d[\w%.]*\s*,?\s+or\s+[$]?-?\.?\d", re.I)
+_NUMBER_HEDGE = re.compile(r"\d[\w%.]*\s*,?\s+(?:or|and)\s+[$]?-?\.?\d", re.I)
+_EQUALS = re.compile(r"\b(?:equals|is equal to|makes)\b", re.I)
+# An unknown in an answer: "3x", "x + 2", a lone "X".
+_VARIABLE = re.compile(r"\d[xyn]\b|\b[xyn]\s*[-+*/^]|[-+*/^]\s*[xyn]\b|^\s*[xyn]\s*$", re.I)
 # An expression that stops at an operator: "10+" of "10+John's age".
 _DANGLING_OPERATOR = re.compile(r"[+\-*/%]\s*$")
 # A scale word after a number: "1.8 billion".
@@ -119,27 +146,63 @@ _ARITH_SPAN = re.compile(r"[\d.+\-*/%()\s]*\d[\d.+\-*/%()\s]*")
 
 # ---------------------------------------------------------------------------------- choices, yes/no
 # A choice letter in parentheses anywhere in the statement: "(c) train station", "either (b) or (d)".
-_LETTER_IN_PARENS = re.compile(r"\(([a-e])\)", re.I)
+_LETTER_IN_PARENS = re.compile(r"\(([a-j])\)", re.I)
+# A letter closed by a bracket inside a statement: "Options d) bathroom, c), and c)".
+_LETTER_CLOSED = re.compile(r"(?<=\s)([a-j])\)", re.I)
 # Where the words naming a choice stop: "(c) wooded area, since …", "(b) lake because …".
 _CLAUSE_END = re.compile(r"[,;:(]|\s(?:because|since|as|which|so)\b|\s[-–—]\s", re.I)
 _FILLER_WORDS = {"and", "or", "of", "to", "in", "on", "at", "for", "with", "by"}
 TYPO_SIMILARITY = 0.75  # difflib ratio from which "tokio" and "tokyo" are one word misspelt
 # A bare letter opening the statement: "c", "C)", "c.", "C: train station" (not "a train station").
-_LEADING_LETTER = re.compile(r"^([a-e])(?:[).:](?:\s|$)|$)", re.I)
+_LEADING_LETTER = re.compile(r"^([a-j])(?:[).:](?:\s|$)|$)", re.I)
 _YES_NO = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
-YES_NO_WITHIN = 3  # a statement's yes/no word comes among its first words ("is indeed yes", "is that no")
+# The words that may stand before a statement's yes/no: "is indeed yes", "is that no", "is a clear yes".
+_YES_NO_LEAD_INS = {
+    "indeed",
+    "definitely",
+    "certainly",
+    "clearly",
+    "simply",
+    "that",
+    "a",
+    "clear",
+    "resounding",
+    "firm",
+    "most",
+    "likely",
+    "probably",
+    "very",
+}
 # Two yes/no words joined by or/and/-//: "yes or no" (the instruction echoed), "no - yes" (a hedge).
 _YES_NO_PAIR = re.compile(r"\b(?:yes|no|true|false)\b[\s*\"'.,]*(?:or|and|/|-|–)[\s*\"']*(?:yes|no|true|false)\b", re.I)
+# A later statement marked as correcting an earlier one: "Wait, I made a mistake… the answer is 14".
+_CORRECTION = re.compile(
+    r"\b(?:wait|actually|mistake|correction|corrected|instead|re-?check(?:ed|ing)?|oops|on reflection|"
+    r"on second thought|reconsider(?:ing)?|not right|wrong|incorrect)\b",
+    re.I,
+)
+# A text that says it has no answer: the fallback must not find one for it.
+_NO_ANSWER = re.compile(
+    r"\bno\s+(?:\w+\s+)?answer\b|\bcannot be (?:determined|answered)\b|\bnot enough information\b"
+    r"|\bcan be any of\b|\banswer is (?:incorrect|wrong|unclear|unknown)\b",
+    re.I,
+)
+# A line that lists one lettered option: "b) city", "(c) house".
+_OPTION_LINE = re.compile(r"^[ \t*]*\(?([a-j]|[ivx]+|\d+)[).][ \t]", re.I | re.M)
 # A statement inside a condition is no claim: "If it rained, the answer would be yes."
 _CONDITIONAL = re.compile(r"\b(?:if|whether|unless|suppose)\b", re.I)
 _PARENTHETICAL = re.compile(r"\([^()]*\)")
+_WORDY_PARENTHETICAL = re.compile(r"\([^()]*[a-z]{2}[^()]*\)", re.I)
 # A yes/no word that opens a sentence, a line or a clause after a colon or dash, after at most a short
 # lead-in ("So,", "Sure!", "In reality,"), and stands alone: "Yes.", "No, it …", "**Yes**" — not "No one".
 _OPENING_CLAIM = re.compile(
     r"(?:^|[.!?:\-–][ \t]+|\n)[ \t>*#\-\d.)\"']*(?:[a-z' ]{1,20}[,!][ \t]*)?[*_\"']*"
-    r"(yes|no|true|false)\b[*_\"']*(?=[ \t]*[,.!;:\-–]|[ \t]*$)",
+    r"(yes|no|true|false)\b[*_\"']*(?=[ \t]*[,.!;:\-–—]|[ \t]*$)",
     re.I | re.M,
 )
+# Where a free-text answer phrase stops: a clause that describes it, or an aside.
+_TEXT_CLAUSE = re.compile(r",?\s+(?:which|who|because|since|as it|that is)\b|\s[-–—]\s|;|\(")
+_EITHER_OR = re.compile(r"\beither\b.+\bor\b", re.I)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -148,6 +211,7 @@ class _Statement(NamedTuple):
     start: int  # the rationale is the text before this
     end: int
     body: str  # the raw answer, to be normalized by answer type
+    kind: str = "sentence"  # or "box": an empty box is a refusal
 
 
 # ------------------------------------------------------------------------------------ public API
@@ -163,27 +227,62 @@ def fill_answer(sample: Sample, problem: Problem, pattern: str | None = None) ->
     if target is not None:
         sample.rationale, sample.answer = sample.text.strip(), target
         return
-    sample.rationale, sample.answer = extract(sample.text, problem, pattern)
+    finished = {"stop": True, "length": False}.get(sample.finish_reason)
+    sample.rationale, sample.answer = extract(sample.text, problem, pattern, finished)
 
 
-def extract(text: str, problem: Problem, pattern: str | None = None) -> tuple[str, str | None]:
+def extract(
+    text: str, problem: Problem, pattern: str | None = None, finished: bool | None = None
+) -> tuple[str, str | None]:
     """(rationale, answer): the text before the final-answer statement and the normalized answer.
 
-    The answer is None when none can be found; see the module docstring for the order of the rules.
+    ``finished``: whether the teacher ended the reply itself (True), was cut at its token limit
+    (False), or is not known (None: the fallback then judges from the text's end). The answer is None
+    when none can be found; see the module docstring for the order of the rules.
     """
     text = cut_invented_turn(text)
     statement = _pattern_statement(text, pattern) if pattern else None
-    if statement is None and problem.answer_type == "yes_no":
+    if statement is not None:
+        answer = _normalize(statement.body, problem.answer_type, problem.choices)
+    elif problem.answer_type == "yes_no":
         statements = _statements(text)
         statement = statements[-1] if statements else None
         answer = _read_yes_no(text, statements)
     else:
-        statement = statement or _find_statement(text)
-        answer = _normalize(statement.body, problem.answer_type, problem.choices) if statement else None
-        if answer is None:
-            answer = _FALLBACKS[problem.answer_type](text, problem.choices or [])
+        statements = _statements(text)
+        statement = statements[-1] if statements else None
+        answer, refused = _read_claims(text, statements, problem)
+        if answer is None and not refused and finished is not False and not _NO_ANSWER.search(text):
+            answer = _FALLBACKS[problem.answer_type](text, problem.choices or [], finished)
     rationale = _trim_rationale(text[: statement.start]) if statement else text.strip()
     return rationale, answer
+
+
+def _read_claims(text: str, statements: list[_Statement], problem: Problem) -> tuple[str | None, bool]:
+    """(answer, refused) from the answer statements: the answer they agree on; the last one when it is
+    marked as a correction ("Wait, … the correct answer is 14"); else, when they disagree, None and
+    refused. A statement that held an answer of its type but gave none (a hedge, a letter/text
+    conflict) also refuses: the fallback must not guess past it."""
+    claims: list[tuple[_Statement, str]] = []
+    refused = False  # the last statement held an answer of its type and gave none: a hedge, a conflict
+    for statement in statements:
+        claim = _normalize(statement.body, problem.answer_type, problem.choices)
+        if claim is not None:
+            claims.append((statement, claim))
+            refused = False
+        elif _REFUSAL[problem.answer_type].search(_clean_markup(statement.body)):
+            refused = True
+        elif statement.kind == "box" and not statement.body.strip():
+            refused = True  # an empty \\boxed{}: the model declined
+    if not claims or refused:
+        return None, refused or bool(_NO_ANSWER.search(text))
+    last_statement, last = claims[-1]
+    if all(answers_match(claim, last, problem) for _, claim in claims):
+        return last, False
+    differing = [s for s, claim in claims if not answers_match(claim, last, problem)]
+    if _CORRECTION.search(text[differing[-1].end : last_statement.end]):
+        return last, False  # "The answer is 6. Hmm, that's not right … Final answer: 7"
+    return None, True
 
 
 def cut_invented_turn(text: str) -> str:
@@ -272,12 +371,19 @@ def _statements(text: str) -> list[_Statement]:
     """Every final-answer statement in text order: the '####' lines if there are any, else the
     natural-language ones ("The answer is …", "A: …", boxes)."""
     hashes = [_Statement(m.start(), m.end(), m["body"]) for m in _HASHES.finditer(text)]
-    if hashes:
-        return hashes
     sentences = [_sentence_statement(text, m) for m in _answer_is_matches(text)]
-    lines = [_Statement(m.start(), m.end(), m["body"]) for m in _A_LINE.finditer(text)]
+    sentences += [
+        _Statement(m.start(), m.end(), m["body"])
+        for m in _IS_THE_ANSWER.finditer(text)
+        if not any(s.start <= m.start("body") < s.end for s in sentences)
+    ]
+    lines = [  # "A: 18" — a short answer line; "A: The store made 36 / 3 = 12 sales …" is a rationale
+        _Statement(m.start(), m.end(), m["body"])
+        for m in _A_LINE.finditer(text)
+        if len(m["body"].split()) <= NEXT_LINE_WORDS
+    ]
     boxes = [box for box in _boxed(text) if not any(s.start < box.start < s.end for s in sentences + lines)]
-    return sorted(sentences + lines + boxes, key=lambda s: s.start)
+    return sorted(hashes + sentences + lines + boxes, key=lambda s: s.start)
 
 
 def _answer_is_matches(text: str) -> list[re.Match[str]]:
@@ -295,7 +401,7 @@ def _sentence_statement(text: str, match: re.Match[str]) -> _Statement:
     body, end = match["body"], match.end()
     if not _clean_markup(body):
         following = _NEXT_LINE.match(text, end)
-        if following:
+        if following and len(following["body"].split()) <= NEXT_LINE_WORDS:  # an answer, not more reasoning
             body, end = following["body"], following.end()
     return _Statement(match.start(), end, _statement_body(body))
 
@@ -304,8 +410,13 @@ def _statement_body(body: str) -> str:
     """The first sentence of a statement, inside a repeated one ("Final Answer: The final answer is 72")."""
     # an inner statement in an aside ("yes (the answer is yes or no to …)") does not count
     while inner := _ANSWER_IS.search(_PARENTHETICAL.sub(lambda m: " " * len(m.group()), body)):
+        if body[: inner.start()].strip(" *_:"):
+            body = body[: inner.start()]  # "(c) The answer is (x)": the second statement is its own
+            break
         body = body[inner.start("body") :]
     end = _SENTENCE_END.search(body)
+    if end and end.group() == "?":
+        return ""  # "so the answer is 6? No wait…": a question, not a claim
     return body[: end.start()] if end else body
 
 
@@ -320,7 +431,7 @@ def _boxed(text: str) -> list[_Statement]:
         if depth == 0:
             opener = _MATH_OPENER.search(text, 0, match.start())
             start = opener.start() if opener else match.start()
-            found.append(_Statement(start, position, text[match.end() : position - 1]))
+            found.append(_Statement(start, position, text[match.end() : position - 1], "box"))
     return found
 
 
@@ -344,6 +455,7 @@ def _clean_markup(text: str) -> str:
         text = _LATEX_FRAC.sub(r"(\1)/(\2)", text)
         text = _LATEX_WRAPPER.sub(r"\1", text)
     text = _INLINE_MATH.sub(r"\1", text)
+    text = _MATH_DELIMITERS.sub("", text)
     text = text.replace("**", "").replace("__", "").replace("`", "")
     return text.strip().strip("\"'").strip()
 
@@ -353,8 +465,10 @@ def _normalize(raw: str, answer_type: str, choices: list[str] | None) -> str | N
 
 
 def _parse_number(text: str) -> Number | None:
-    text = _clean_markup(text).translate(_UNICODE_MATH).replace("$", "")
-    text = _PERCENT.sub("", text).rsplit("=", 1)[-1]
+    text = _WORDY_PARENTHETICAL.sub(" ", _clean_markup(text)).translate(_UNICODE_MATH).replace("$", "")
+    text = _PERCENT.sub("", _EQUALS.sub("=", text)).rsplit("=", 1)[-1]
+    if _VARIABLE.search(text):
+        return None  # "2 + 3x", "X": an answer in unknowns is no number
     text = _THOUSANDS.sub("", text).replace("^", "**")
     if _NUMBER_HEDGE.search(text):
         return None  # "either 12 or 14" is not one answer
@@ -418,8 +532,9 @@ def _number_answer(raw: str, choices: list[str]) -> str | None:
 
 def _choice_answer(raw: str, choices: list[str]) -> str | None:
     """The choice text a statement names: by its letter first, else by its text; None if it names several."""
-    text = _clean_markup(raw).rstrip(".").strip()
+    text = _clean_markup(raw).rstrip(".").strip().lstrip("*-• ").strip()
     letters = {letter.lower() for letter in _LETTER_IN_PARENS.findall(text)}
+    letters |= {letter.lower() for letter in _LETTER_CLOSED.findall(text)}
     if not letters and (leading := _LEADING_LETTER.match(text)):
         letters = {leading.group(1).lower()}
     if len(letters) > 1:
@@ -428,7 +543,8 @@ def _choice_answer(raw: str, choices: list[str]) -> str | None:
         index = choice_index(letters.pop(), len(choices))
         if index is None:
             return None
-        named_after = _LETTER_IN_PARENS.sub(" ", text) if _LETTER_IN_PARENS.search(text) else text[1:]
+        in_parens = list(_LETTER_IN_PARENS.finditer(text))
+        named_after = text[in_parens[-1].end() :] if in_parens else text[1:]
         return choices[index] if _agrees(named_after, choices[index], choices) else None
     return _named_choice(text, choices)
 
@@ -444,7 +560,8 @@ def _agrees(text: str, chosen: str, choices: list[str]) -> bool:
     if named is not None:
         return named.lower() == chosen.lower()
     said, meant = normalize_text(text), normalize_text(chosen)
-    if said in meant or meant in said or set(said.split()) & set(meant.split()) - _FILLER_WORDS:
+    stems = [{word.rstrip("s") for word in words.split()} - _FILLER_WORDS for words in (said, meant)]
+    if said in meant or meant in said or 2 * len(stems[0] & stems[1]) > min(len(stems[0]), len(stems[1])):
         return True
     return difflib.SequenceMatcher(None, said, meant).ratio() >= TYPO_SIMILARITY
 
@@ -455,7 +572,12 @@ def _named_choice(text: str, choices: list[str]) -> str | None:
     for choice in choices:
         if choice.lower() == lowered:
             return choice
-    named = [c for c in choices if re.search(rf"(?<!\w){re.escape(c.lower())}(?:e?s)?(?!\w)", lowered)]
+    named = [
+        c
+        for c in choices
+        if re.search(rf"(?<!\w){re.escape(c.lower())}(?:e?s)?(?!\w)", lowered)
+        and not re.search(rf"\bnot\s+(?:the\s+|an?\s+)?{re.escape(c.lower())}", lowered)  # rejected
+    ]
     # "grocery store" also names "store": keep the longest of overlapping names
     named = [c for c in named if not any(c.lower() in o.lower() and c.lower() != o.lower() for o in named)]
     return named[0] if len({c.lower() for c in named}) == 1 else None
@@ -487,17 +609,26 @@ def _sentence_before(text: str, position: int) -> str:
 
 
 def _statement_claim(body: str) -> str | None:
-    """The yes/no a statement claims: its first yes/no word, if that is among its first words
-    ("yes", "indeed yes", "that yes", '"No."'); None for "yes or no", "no or yes", "yes and no"."""
+    """The yes/no a statement claims: the yes/no word it opens with ("yes", "indeed yes", "that yes",
+    '"No."'); None for "yes or no", "no or yes", "yes and no", or a statement that opens otherwise."""
     body = _PARENTHETICAL.sub(" ", _clean_markup(body))
     if _YES_NO_PAIR.search(body):
         return None
-    words = re.findall(r"[a-z]+", body.lower())[:YES_NO_WITHIN]
-    return next((_YES_NO[word] for word in words if word in _YES_NO), None)
+    for word in re.findall(r"[a-z]+", body.lower()):
+        if word in _YES_NO:
+            return _YES_NO[word]
+        if word not in _YES_NO_LEAD_INS:
+            return None  # "There are no other options": the statement does not open with its claim
+    return None
 
 
 def _text_answer(raw: str, choices: list[str]) -> str | None:
-    return normalize_text(raw) or None
+    """The answer phrase, without a clause that describes it ("Mount Everest, which rises …");
+    None for "either A or B"."""
+    phrase = _TEXT_CLAUSE.split(_clean_markup(raw), maxsplit=1)[0]
+    if _EITHER_OR.search(phrase):
+        return None
+    return normalize_text(phrase) or None
 
 
 _NORMALIZERS: dict[str, Callable[[str, list[str]], str | None]] = {
@@ -509,10 +640,10 @@ _NORMALIZERS: dict[str, Callable[[str, list[str]], str | None]] = {
 
 
 # ------------------------------------------------------------------------------------- fallbacks
-def _last_number(text: str, choices: list[str]) -> str | None:
+def _last_number(text: str, choices: list[str], finished: bool | None = None) -> str | None:
     """The last number of a finished text (a text cut mid-sentence or mid-expression gives none)."""
-    if not _finished(text):
-        return None
+    if not (finished or _finished(text)) or _UNRESOLVED.search(text):
+        return None  # cut off, or the last equation ends in an unknown ("180 / 36 = X")
     tokens = _NUMBER.findall(text)
     value = _number_value(tokens[-1]) if tokens else None
     return None if value is None else _format_number(value)
@@ -533,15 +664,27 @@ def _finished(text: str) -> bool:
     return not end[: last.start()].rstrip().endswith(("+", "-", "*", "/", "^", "×"))  # not mid-expression
 
 
-def _choice_in_last_sentence(text: str, choices: list[str]) -> str | None:
+def _choice_in_last_sentence(text: str, choices: list[str], finished: bool | None = None) -> str | None:
+    """The one choice the last sentence names; none when the text ends in a list of options."""
+    last_paragraph = text.strip().rsplit("\n\n", 1)[-1]
+    if len(set(_OPTION_LINE.findall(last_paragraph))) >= 2:
+        return None  # "a) move about\nb) city": the options listed, not one chosen
     return _choice_answer(_last_sentence(text), choices)
 
 
-def _no_fallback(text: str, choices: list[str]) -> str | None:
+def _no_fallback(text: str, choices: list[str], finished: bool | None = None) -> str | None:
     return None
 
 
-_FALLBACKS: dict[str, Callable[[str, list[str]], str | None]] = {
+#: a statement that held an answer of its type but gave none refused on purpose (a hedge, a conflict):
+#: the fallback must not guess past it
+_REFUSAL: dict[str, re.Pattern[str]] = {
+    "number": re.compile(r"\d"),
+    "choice": re.compile(r"\([a-j]\)|^\W*[a-j](?:[).:]|$)|\s[a-j]\)", re.I),
+    "yes_no": re.compile(r"\b(?:yes|no)\b", re.I),
+    "text": re.compile(r"\S"),
+}
+_FALLBACKS: dict[str, Callable[[str, list[str], bool | None], str | None]] = {
     "number": _last_number,
     "choice": _choice_in_last_sentence,
     "yes_no": _no_fallback,  # yes/no is read by _read_yes_no

@@ -20,7 +20,18 @@ BAR = {"number": 0.99, "choice": 0.99, "yes_no": 0.99}
 MIN_CASES = 400
 
 #: the cases still read differently from their label, each with the reason it is left so
-KNOWN_MISSES: dict[str, str] = {}
+KNOWN_MISSES: dict[str, str] = {
+    "svamp-smollm2-bold-chal-2": (
+        "'The answer is in bold: $7 (the candy bar) - 3 left with Dan' is a remark on formatting, but reads as a "
+        "statement claiming 4 (7 - 3); it disagrees with the final '…final answer: Dan had $2 left', so the "
+        "reply is refused. Telling such a remark from a claim takes the reply's meaning; left."
+    ),
+    "cqa-smollm2-bold-d2871dc28c82471e5d7f71f79e49c257": (
+        "'Options d) **house** are incorrect and will be eliminated' rejects the option it names; with no "
+        "statement, the fallback reads the one choice the last sentence names. Only 'not X' is understood as "
+        "a rejection (the other forms are open-ended); left."
+    ),
+}
 
 
 def _cases() -> list[dict[str, Any]]:
@@ -35,7 +46,8 @@ def _problem(case: dict[str, Any]) -> Problem:
 
 def _read_right(case: dict[str, Any]) -> bool:
     problem = _problem(case)
-    _, answer = extract(case["text"], problem)
+    finished = {"stop": True, "length": False}.get(case["finish_reason"])  # None: the release does not say
+    _, answer = extract(case["text"], problem, finished=finished)
     if case["expected"] is None or answer is None:
         return answer is None and case["expected"] is None
     return answers_match(answer, case["expected"], problem)

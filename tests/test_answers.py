@@ -104,10 +104,15 @@ def test_rationale_is_the_text_before_the_statement() -> None:
     assert extract("  no statement, 7  ", NUMBER) == ("no statement, 7", "7")
 
 
-def test_the_last_statement_wins_and_hashes_win_over_all() -> None:
-    assert extract("The answer is 5 at first.\nOn reflection the answer is 6.", NUMBER)[1] == "6"
+def test_statements_that_disagree_are_refused_unless_a_correction_is_marked() -> None:
+    assert extract("The answer is 5 at first.\nOn reflection the answer is 6.", NUMBER)[1] == "6"  # a correction
+    assert extract("The answer is 6.\nHmm, that's not right: 13 - 6 = 7. Final answer: 7", NUMBER)[1] == "7"
+    assert extract("The answer is 5.\nSo the answer is 6.", NUMBER)[1] is None  # two claims, neither retracted
+    assert extract("The answer is 5.\nSo the answer is 5.0.", NUMBER)[1] == "5"  # claims that agree
     assert extract("A: Let's think step by step. 3 + 4 = 7. The answer is 7.", NUMBER)[1] == "7"
-    assert extract("The answer is 5.\n#### 6\nThe answer is 9.", NUMBER)[1] == "6"
+    assert extract("The answer is 5.\n#### 6\nThe answer is 9.", NUMBER)[1] is None  # '####' wins no more
+    assert extract("#### 6\nThe answer is 6.", NUMBER)[1] == "6"
+    assert extract("So the answer is 6? No wait, it is Tuesday. The answer is 18.", NUMBER)[1] == "18"  # a question
 
 
 @pytest.mark.parametrize(
