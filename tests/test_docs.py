@@ -57,3 +57,14 @@ def test_reference_names_no_flag_the_cli_lacks() -> None:
     shown = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", readme[start:end]))
     existing = set().union(*(_cli_spellings(c) for c in ("generate", "filter", "train-student", "eval")))
     assert shown and shown <= existing, sorted(shown - existing)
+
+
+def test_version_and_piped_listings_are_whole() -> None:
+    from helpers import invoke_ok
+
+    from cotfactory import __version__
+
+    assert invoke_ok("--version").strip() == f"cotfactory {__version__}"
+    lines = invoke_ok("templates").strip().splitlines()  # the test runner is no terminal
+    names = [line.split("\t")[0] for line in lines]
+    assert "few-shot-cot-gsm8k-completion" in names and all(len(line.split("\t")) == 5 for line in lines)

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from cotfactory import __version__
 from cotfactory.config.train import TrainConfig
 from cotfactory.errors import ConfigError
 from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
@@ -197,6 +198,7 @@ def _save(
         out.info,
         {
             "method": config.method,
+            "cotfactory_version": __version__,
             "causal": causal,
             "adapter": adapter,
             "base": base,
