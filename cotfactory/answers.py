@@ -56,7 +56,7 @@ Number = int | float
 
 # An invented next turn: after a blank line, a turn header of the few-shot format the model imitates
 # ("Q:", "Question:", "Premise:", "Human:" …). The model's own answer ends before it.
-INVENTED_TURN = re.compile(r"\n[ \t]*\n[ \t]*(?:Q|Question|Premise|Problem|Human|User)[ \t]*:")
+INVENTED_TURN = re.compile(r"\n[ \t]*\n[ \t]*(?:Q|Premise)[ \t]*:")
 MAX_EXPONENT = 100
 MAX_MAGNITUDE = 1e100
 MAX_EXPRESSION_CHARS = 200
@@ -82,11 +82,16 @@ _ANSWER_IS = re.compile(
 )
 # An answer named before its statement: "23 is the answer.", "we can choose (d) as the answer".
 _IS_THE_ANSWER = re.compile(
-    r"(?P<body>[^\n.!?:]{1,60}?)[ \t]+(?:is|as)[ \t]+the[ \t]+(?:final[ \t]+|correct[ \t]+|right[ \t]+)?"
-    r"answer\b(?![ \t]+(?:is|to|of)\b)",
+    r"(?<![ \t])[ \t]+(?:is|as)[ \t]+the[ \t]+(?:final[ \t]+|correct[ \t]+|right[ \t]+)?answer\b"
+    r"(?![ \t]+(?:is|to|of)\b)",
     re.I,
 )
+# Where the clause naming an answer before "is the answer" begins: "With 5 people, 7 is the answer."
+_CLAUSE_START = re.compile(r".*(?:[\n.!?:;,=]|\b(?:so|then|thus|therefore|hence|and)\b)", re.I | re.S)
 NEXT_LINE_WORDS = 8
+A_LINE_WORDS = 3  # "A: 18", "A: -1.8 billion"; "A: Janet has 16 eggs per day." is a rationale
+MAX_BODY_CHARS = 300  # a statement's answer is in its first sentence; long lines are not read further
+NUMBER_WITHIN = 4  # a number answer is among a statement's first words ("approximately $18")
 # The first non-empty line after a statement that ends its own line ("The answer is:\n\nYes").
 _NEXT_LINE = re.compile(r"[ \t]*\n\s*(?P<body>[^\n]+)")
 # GPT-3's GSM8K solutions end with a line "A: 18".
@@ -120,12 +125,13 @@ _UNRESOLVED = re.compile(r"=[ \t]*[a-z][ \t]*(?:[.,]|\n|$)[^=\d]*$", re.I)
 # A reply's closing number, perhaps with a currency, a percent or a unit word or two: "= 26", "$1,200", "18 eggs".
 _NUMBER_AT_END = re.compile(r"(?P<number>[$€£]?-?\d[\d,]*(?:\.\d+)?%?)(?:[ \t]+[a-z]+){0,2}[ \t]*$", re.I)
 MAX_FINAL_DIGITS = 12
+TAIL_CHARS = 80  # how much of a reply's end the finished-check reads
 # A thousands separator: "1,234" → "1234", but "3, 4" stays a list.
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 # A percent sign after a number ("72%"), not the modulo of "7 % 3".
 _PERCENT = re.compile(r"(?<=\d)\s*%(?!\s*[\d(])")
 # Two numbers offered as alternatives: "12 or 14", "$12 or $14".
-_NUMBER_HEDGE = re.compile(r"\d[\w%.]*\s*,?\s+(?:or|and)\s+[$]?-?\.?\d", re.I)
+_NUMBER_HEDGE = re.compile(r"\d[\w%.]{0,15}+\s*,?\s+(?:or|and)\s+[$]?-?\.?\d", re.I)
 _EQUALS = re.compile(r"\b(?:equals|is equal to|makes)\b", re.I)
 # An unknown in an answer: "3x", "x + 2", a lone "X".
 _VARIABLE = re.compile(r"\d[xyn]\b|\b[xyn]\s*[-+*/^]|[-+*/^]\s*[xyn]\b|^\s*[xyn]\s*$", re.I)
@@ -178,9 +184,11 @@ _YES_NO_PAIR = re.compile(r"\b(?:yes|no|true|false)\b[\s*\"'.,]*(?:or|and|/|-|�
 # A later statement marked as correcting an earlier one: "Wait, I made a mistake… the answer is 14".
 _CORRECTION = re.compile(
     r"\b(?:wait|actually|mistake|correction|corrected|instead|re-?check(?:ed|ing)?|oops|on reflection|"
-    r"on second thought|reconsider(?:ing)?|not right|wrong|incorrect)\b",
+    r"on second thought|reconsider(?:ing)?|not right|wrong|incorrect|recompute|recalculate|double-check)\b",
     re.I,
 )
+# The reply's own last word on the answer: GSM8K's "####", or a statement called final.
+_FINAL_MARK = re.compile(r"^####|\bfinal\b", re.I)
 # A text that says it has no answer: the fallback must not find one for it.
 _NO_ANSWER = re.compile(
     r"\bno\s+(?:\w+\s+)?answer\b|\bcannot be (?:determined|answered)\b|\bnot enough information\b"
@@ -189,6 +197,8 @@ _NO_ANSWER = re.compile(
 )
 # A line that lists one lettered option: "b) city", "(c) house".
 _OPTION_LINE = re.compile(r"^[ \t*]*\(?([a-j]|[ivx]+|\d+)[).][ \t]", re.I | re.M)
+# An answer to one step or part, not to the question.
+_SUB_ANSWER = re.compile(r"\banswer\b[^.\n:]{0,25}\b(?:step|part|sub-?question)\b", re.I)
 # A statement inside a condition is no claim: "If it rained, the answer would be yes."
 _CONDITIONAL = re.compile(r"\b(?:if|whether|unless|suppose)\b", re.I)
 _PARENTHETICAL = re.compile(r"\([^()]*\)")
@@ -196,7 +206,7 @@ _WORDY_PARENTHETICAL = re.compile(r"\([^()]*[a-z]{2}[^()]*\)", re.I)
 # A yes/no word that opens a sentence, a line or a clause after a colon or dash, after at most a short
 # lead-in ("So,", "Sure!", "In reality,"), and stands alone: "Yes.", "No, it …", "**Yes**" — not "No one".
 _OPENING_CLAIM = re.compile(
-    r"(?:^|[.!?:\-–][ \t]+|\n)[ \t>*#\-\d.)\"']*(?:[a-z' ]{1,20}[,!][ \t]*)?[*_\"']*"
+    r"(?:^|[.!?:\-–][ \t]+|\n)[ \t>*#\-\d.)\"']{0,8}+(?:[a-z' ]{1,20}[,!][ \t]*)?[*_\"']{0,4}+"
     r"(yes|no|true|false)\b[*_\"']*(?=[ \t]*[,.!;:\-–—]|[ \t]*$)",
     re.I | re.M,
 )
@@ -266,6 +276,10 @@ def _read_claims(text: str, statements: list[_Statement], problem: Problem) -> t
     claims: list[tuple[_Statement, str]] = []
     refused = False  # the last statement held an answer of its type and gave none: a hedge, a conflict
     for statement in statements:
+        if _SUB_ANSWER.search(text[statement.start : statement.start + 60]) or _CONDITIONAL.search(
+            _sentence_before(text, statement.start)
+        ):
+            continue  # "the answer to the first part is 9", "if she sold 10, the answer would be 20"
         claim = _normalize(statement.body, problem.answer_type, problem.choices)
         if claim is not None:
             claims.append((statement, claim))
@@ -279,8 +293,10 @@ def _read_claims(text: str, statements: list[_Statement], problem: Problem) -> t
     last_statement, last = claims[-1]
     if all(answers_match(claim, last, problem) for _, claim in claims):
         return last, False
+    if statements[-1] is last_statement and _FINAL_MARK.search(text[last_statement.start : last_statement.end]):
+        return last, False  # "#### 18" or "Final answer: 18" closing the reply settles it
     differing = [s for s, claim in claims if not answers_match(claim, last, problem)]
-    if _CORRECTION.search(text[differing[-1].end : last_statement.end]):
+    if _CORRECTION.search(text[differing[-1].start : last_statement.end]):
         return last, False  # "The answer is 6. Hmm, that's not right … Final answer: 7"
     return None, True
 
@@ -373,17 +389,27 @@ def _statements(text: str) -> list[_Statement]:
     hashes = [_Statement(m.start(), m.end(), m["body"]) for m in _HASHES.finditer(text)]
     sentences = [_sentence_statement(text, m) for m in _answer_is_matches(text)]
     sentences += [
-        _Statement(m.start(), m.end(), m["body"])
+        statement
         for m in _IS_THE_ANSWER.finditer(text)
-        if not any(s.start <= m.start("body") < s.end for s in sentences)
+        if (statement := _named_before(text, m)) and not any(s.start <= statement.start < s.end for s in sentences)
     ]
     lines = [  # "A: 18" — a short answer line; "A: The store made 36 / 3 = 12 sales …" is a rationale
         _Statement(m.start(), m.end(), m["body"])
         for m in _A_LINE.finditer(text)
-        if len(m["body"].split()) <= NEXT_LINE_WORDS
+        if len(m["body"].split()) <= A_LINE_WORDS
     ]
     boxes = [box for box in _boxed(text) if not any(s.start < box.start < s.end for s in sentences + lines)]
     return sorted(hashes + sentences + lines + boxes, key=lambda s: s.start)
+
+
+def _named_before(text: str, match: re.Match[str]) -> _Statement | None:
+    """The answer a "… is the answer" clause names: the words since the clause began (at most 60 chars)."""
+    window_start = max(0, match.start() - 60)
+    window = text[window_start : match.start()]
+    opener = _CLAUSE_START.match(window)
+    start = window_start + (opener.end() if opener else 0)
+    body = text[start : match.start()].strip()
+    return _Statement(start, match.end(), body) if body else None
 
 
 def _answer_is_matches(text: str) -> list[re.Match[str]]:
@@ -398,8 +424,8 @@ def _answer_is_matches(text: str) -> list[re.Match[str]]:
 
 def _sentence_statement(text: str, match: re.Match[str]) -> _Statement:
     """An "answer is" statement; one whose line ends at "is:" takes its answer from the next line."""
-    body, end = match["body"], match.end()
-    if not _clean_markup(body):
+    body, end = match["body"][:MAX_BODY_CHARS], match.end()
+    if not body.strip(" \t*_:`#"):
         following = _NEXT_LINE.match(text, end)
         if following and len(following["body"].split()) <= NEXT_LINE_WORDS:  # an answer, not more reasoning
             body, end = following["body"], following.end()
@@ -527,6 +553,9 @@ def _format_number(value: Number) -> str | None:
 
 
 def _number_answer(raw: str, choices: list[str]) -> str | None:
+    words = _clean_markup(raw).split()
+    if words and not any(re.search(r"\d", word) for word in words[:NUMBER_WITHIN]) and _number_in_words(raw) is None:
+        return None  # "the number of eggs times 2": a description of the answer, not the answer
     return normalize_number(raw)
 
 
@@ -658,10 +687,11 @@ def _finished(text: str) -> bool:
     end = text.rstrip().rstrip("*_`\"')]}")
     if end.endswith((".", "!", "?")):
         return True
-    last = _NUMBER_AT_END.search(end)
+    tail = end[-TAIL_CHARS:]
+    last = _NUMBER_AT_END.search(tail)
     if not last or len(re.sub(r"\D", "", last["number"])) > MAX_FINAL_DIGITS:
         return False  # ends in words mid-sentence, or in a runaway "0.33333333333333…"
-    return not end[: last.start()].rstrip().endswith(("+", "-", "*", "/", "^", "×"))  # not mid-expression
+    return not tail[: last.start()].rstrip().endswith(("+", "-", "*", "/", "^", "×"))  # not mid-expression
 
 
 def _choice_in_last_sentence(text: str, choices: list[str], finished: bool | None = None) -> str | None:

@@ -21,11 +21,6 @@ MIN_CASES = 400
 
 #: the cases still read differently from their label, each with the reason it is left so
 KNOWN_MISSES: dict[str, str] = {
-    "svamp-smollm2-bold-chal-2": (
-        "'The answer is in bold: $7 (the candy bar) - 3 left with Dan' is a remark on formatting, but reads as a "
-        "statement claiming 4 (7 - 3); it disagrees with the final '…final answer: Dan had $2 left', so the "
-        "reply is refused. Telling such a remark from a claim takes the reply's meaning; left."
-    ),
     "cqa-smollm2-bold-d2871dc28c82471e5d7f71f79e49c257": (
         "'Options d) **house** are incorrect and will be eliminated' rejects the option it names; with no "
         "statement, the fallback reads the one choice the last sentence names. Only 'not X' is understood as "

@@ -395,3 +395,23 @@ def test_bundled_palm_sample() -> None:
     assert (
         sum(a == g for a, g in zip(answers, golds, strict=True)) == 14
     )  # PaLM says "show" and "pantry" for two of them
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("She had 10, gave away 4, so 6 is the final answer.", "6"),  # the clause's own number
+        ("With 5 people, 7 is the answer.", "7"),
+        ("Step 1 gives \\boxed{9} eggs.\n#### 18", "18"),  # a closing '####' settles it
+        ("Step 1 answer: 9\nStep 2 answer: 18\nFinal answer: 18", "18"),  # answers to steps are no claims
+        ("The answer to the first part is 9 eggs. Then 9 * 2 = 18. The answer is 18.", "18"),
+        ("If she sold 10, the answer would be 20. She sold 9, so the answer is 18.", "18"),  # a condition
+        ("A: Janet has 16 eggs per day.\n9 * 2 = 18.\nThe answer is 18.", "18"),  # a long 'A:' line is rationale
+        ("The answer will be the number of eggs times 2. 9 * 2 = 18. The answer is 18.", "18"),  # a description
+        ("Let me restate it.\n\nProblem: Janet has 16 eggs.\n\nSolution: 16 - 3 = 13.\n\nThe answer is 13.", "13"),
+        ("I think the answer is 16. Let me recompute: 9*2=18. So the answer is 18.", "18"),
+        ("The answer is " + " " * 3000 + "x", None),  # long runs of blanks read in linear time
+    ],
+)
+def test_intermediate_and_restated_answers(text: str, answer: str | None) -> None:
+    assert extract(text, NUMBER)[1] == answer

@@ -217,3 +217,18 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert usage.returncode == 2
+
+
+def test_a_teacher_flag_of_the_same_kind_keeps_the_files_teacher_options() -> None:
+    from cotfactory.config.files import build_config
+    from cotfactory.config.generate import GenerateConfig
+
+    file_values = {
+        "input": "q.jsonl",
+        "out": "run",
+        "teacher": {"kind": "openai", "model": "m-file", "base_url": ["http://a/v1"], "concurrency": 4},
+    }
+    same = build_config(GenerateConfig, file_values, {"teacher": "openai", "model": "m2"})
+    assert (same.teacher.model, same.teacher.base_url, same.teacher.concurrency) == ("m2", ["http://a/v1"], 4)
+    other = build_config(GenerateConfig, file_values, {"teacher": "hf"})  # another kind: a new section
+    assert other.teacher.kind == "hf" and other.teacher.model is None

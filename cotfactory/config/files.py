@@ -38,7 +38,12 @@ def build_config(
     model: type[BaseModel], file_values: dict[str, Any], flag_values: dict[str, Any], source: str = "config"
 ) -> Any:
     """Merge defaults < file < flags (a flag left unset is ``None`` and does not override)."""
-    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    flags = {k: v for k, v in flag_values.items() if v is not None}
+    for key, value in list(flags.items()):
+        section = file_values.get(key)
+        if isinstance(section, dict) and isinstance(value, str) and section.get("kind") == value:
+            del flags[key]  # "--teacher openai" over a file's {kind: openai, …} keeps the file's options
+    merged = {**file_values, **flags}
     try:
         return model.model_validate(merged)
     except ValidationError as exc:
