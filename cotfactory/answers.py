@@ -276,9 +276,7 @@ def _read_claims(text: str, statements: list[_Statement], problem: Problem) -> t
     claims: list[tuple[_Statement, str]] = []
     refused = False  # the last statement held an answer of its type and gave none: a hedge, a conflict
     for statement in statements:
-        if _SUB_ANSWER.search(text[statement.start : statement.start + 60]) or _CONDITIONAL.search(
-            _sentence_before(text, statement.start)
-        ):
+        if _SUB_ANSWER.search(text, statement.start, statement.start + 60) or _under_condition(text, statement):
             continue  # "the answer to the first part is 9", "if she sold 10, the answer would be 20"
         claim = _normalize(statement.body, problem.answer_type, problem.choices)
         if claim is not None:
@@ -620,21 +618,18 @@ def _read_yes_no(text: str, statements: list[_Statement]) -> str | None:
     """A yes/no answer: the claims of the answer statements if any make one, else the yes/no words
     that open a sentence, line or clause ("Sure!\nYes.", "In reality, no.", "…question: No, it…").
     Claims that disagree are a hedge, and "yes or no" (the instruction echoed) is no claim: both None."""
-    claims = {
-        claim
-        for s in statements
-        if not _CONDITIONAL.search(_sentence_before(text, s.start)) and (claim := _statement_claim(s.body))
-    }
+    claims = {claim for s in statements if not _under_condition(text, s) and (claim := _statement_claim(s.body))}
     if not claims:
         unechoed = _YES_NO_PAIR.sub(" ", text)
         claims = {_YES_NO[m.group(1).lower()] for m in _OPENING_CLAIM.finditer(unechoed)}
     return claims.pop() if len(claims) == 1 else None
 
 
-def _sentence_before(text: str, position: int) -> str:
-    """The part of the sentence before ``position`` (for "If …, the answer is yes")."""
-    start = max(text.rfind(mark, 0, position) for mark in (". ", "! ", "? ", "\n"))
-    return text[start + 1 : position]
+def _under_condition(text: str, statement: _Statement) -> bool:
+    """Whether the statement's sentence puts it under a condition ("If she sold 10, the answer would be
+    20"): then it is no claim about the question."""
+    sentence_start = max(text.rfind(mark, 0, statement.start) for mark in (". ", "! ", "? ", "\n")) + 1
+    return bool(_CONDITIONAL.search(text, sentence_start, statement.start))
 
 
 def _statement_claim(body: str) -> str | None:
@@ -707,17 +702,15 @@ def _no_fallback(text: str, choices: list[str], finished: bool | None = None) ->
 
 
 #: a statement that held an answer of its type but gave none refused on purpose (a hedge, a conflict):
-#: the fallback must not guess past it
+#: the fallback must not guess past it (yes/no has neither: ``_read_yes_no`` reads it whole)
 _REFUSAL: dict[str, re.Pattern[str]] = {
     "number": re.compile(r"\d"),
     "choice": re.compile(r"\([a-j]\)|^\W*[a-j](?:[).:]|$)|\s[a-j]\)", re.I),
-    "yes_no": re.compile(r"\b(?:yes|no)\b", re.I),
     "text": re.compile(r"\S"),
 }
 _FALLBACKS: dict[str, Callable[[str, list[str], bool | None], str | None]] = {
     "number": _last_number,
     "choice": _choice_in_last_sentence,
-    "yes_no": _no_fallback,  # yes/no is read by _read_yes_no
     "text": _no_fallback,
 }
 
