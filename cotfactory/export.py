@@ -153,3 +153,63 @@ def export_samples(run_dir: RunDir, samples: Iterable[Sample], problem_of: Calla
     count = write_jsonl_atomic(run_dir.samples, (sample_row(s, problem_of(s.request.problem_id)) for s in samples))
     write_dataset_atomic(run_dir.samples, run_dir.samples_dataset)
     return count
+
+
+def export_distributions(run_dir: RunDir, keys: Iterable[str], distributions_of: Callable) -> int:
+    """Write the recorded distributions of ``keys`` (in that order) to distributions.parquet, atomically:
+    one row per sample — key, k, token_ids, token_logprobs, top_ids, top_logprobs, tail — loadable with
+    ``datasets.load_dataset("parquet", data_files=…)`` or pandas. Written in row groups of 1,000 samples,
+    so memory stays flat. Returns the rows written (0: no file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    half = pa.float16()
+    schema = pa.schema(
+        [
+            ("key", pa.string()),
+            ("k", pa.int32()),
+            ("token_ids", pa.list_(pa.int32())),
+            ("token_logprobs", pa.list_(half)),
+            ("top_ids", pa.list_(pa.list_(pa.int32()))),
+            ("top_logprobs", pa.list_(pa.list_(half))),
+            ("tail", pa.list_(half)),
+        ]
+    )
+    target = run_dir.distributions
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    written = 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            batch: list[tuple[str, Any]] = []
+            for key, found in distributions_of(keys):
+                batch.append((key, found))
+                if len(batch) == 1000:
+                    writer.write_table(_distribution_table(batch, schema))
+                    written, batch = written + len(batch), []
+            if batch:
+                writer.write_table(_distribution_table(batch, schema))
+                written += len(batch)
+        if written:
+            os.replace(tmp, target)
+        else:
+            target.unlink(missing_ok=True)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return written
+
+
+def _distribution_table(batch: list[tuple[str, Any]], schema: Any) -> Any:
+    import pyarrow as pa
+
+    found = [d for _, d in batch]
+    columns = {
+        "key": [key for key, _ in batch],
+        "k": [d.k for d in found],
+        "token_ids": [d.token_ids for d in found],
+        "token_logprobs": [d.token_logprobs for d in found],
+        "top_ids": [list(d.top_ids) for d in found],
+        "top_logprobs": [list(d.top_logprobs) for d in found],
+        "tail": [d.tail for d in found],
+    }
+    return pa.table({name: pa.array(values, schema.field(name).type) for name, values in columns.items()})

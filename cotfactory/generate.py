@@ -25,7 +25,7 @@ from cotfactory.budget import TokenBudget
 from cotfactory.config.files import read_config_file
 from cotfactory.config.generate import GenerateConfig
 from cotfactory.errors import ConfigError
-from cotfactory.export import export_samples
+from cotfactory.export import export_distributions, export_samples
 from cotfactory.hashing import stable_hash
 from cotfactory.plan import Contrast, Plan, SamplingGrid
 from cotfactory.problems import load_problems
@@ -101,6 +101,7 @@ def prepare(config: GenerateConfig) -> Prepared:
     # every prompt renders (and every contrast answer exists) before a teacher is even built
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
     teacher = make_teacher(config.teacher, config.retry_tokens)
+    teacher.logprobs_k = config.logprobs
     by_id = {p.id: p for p in problems}
     teacher.attach_problems(by_id)
     plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
@@ -157,11 +158,14 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             store.put_problems(prepared.problems)
             if config.retry_failed:
                 store.forget_failed()
+            if config.logprobs:
+                _save_teacher_tokenizer(run_dir, teacher)
             result, plan_digest = await _send_pending(prepared, store, console)
             fingerprint = stable_hash([plan_digest, store.samples_version()])
             exported = run_dir.samples.exists() and run_dir.samples_dataset.exists()
             totals = store.get_meta("export_totals")
             if not exported or totals is None or store.get_meta("export_fingerprint") != fingerprint:
+                run_dir.remove_stale_temporaries([run_dir.distributions])
                 totals = _export(run_dir, prepared, store)
                 store.set_meta("export_totals", totals)
                 store.set_meta("export_fingerprint", fingerprint)
@@ -193,13 +197,22 @@ def _export(run_dir: RunDir, prepared: Prepared, store: Store) -> dict[str, Any]
             yield sample
 
     export_samples(run_dir, counted(), prepared.by_id.get)
+    export_distributions(run_dir, prepared.plan.request_keys(), store.distributions)
     return totals
+
+
+def _save_teacher_tokenizer(run_dir: RunDir, teacher: Teacher) -> None:
+    """The vocabulary the recorded token ids belong to travels with the run (training decodes them)."""
+    if not (run_dir.teacher_tokenizer / "tokenizer_config.json").exists():
+        teacher.tokenizer_for_distributions().save_pretrained(str(run_dir.teacher_tokenizer))
 
 
 async def _send_pending(prepared: Prepared, store: Store, console: Console) -> tuple[GenerateResult, str]:
     """Send the requests the store lacks; returns the result so far and a digest of the plan's keys."""
     config, plan, teacher = prepared.config, prepared.plan, prepared.teacher
     done = store.done_keys()
+    if config.logprobs:  # stored without distributions of this K: sent again, the reply replaces the sample
+        done -= store.lacking_distributions(config.logprobs)
     digest = hashlib.sha256()
     pending_count = 0
     for key in plan.request_keys():
@@ -220,7 +233,7 @@ async def _send_pending(prepared: Prepared, store: Store, console: Console) -> t
             for sample in samples:
                 _fill_answer(sample, problems, templates)
                 budget.settle(sample)
-            result.new += store.add_samples(samples)
+            result.new += store.add_samples(samples, replace=bool(config.logprobs))
             tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
             errors += sum(s.failed for s in samples)
             elapsed = max(time.monotonic() - t0, 1e-9)

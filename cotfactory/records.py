@@ -158,6 +158,9 @@ class Sample(BaseModel):
     sent_seed: int | None = Field(None, description="The seed the teacher was actually given.")
     sent_max_tokens: int | None = Field(None, description="max_tokens of the last attempt.")
     metadata: dict[str, Any] = Field(default_factory=dict)
+    distributions: Any = Field(
+        None, exclude=True, repr=False, description="The teacher's TokenDistributions (--logprobs); stored apart."
+    )
 
     @field_validator("text")
     @classmethod

@@ -7,6 +7,7 @@ the atomic writers below, so a killed command never leaves a half-written export
       store.sqlite        every request, sample, score and verdict (the source of truth)
       config.json         the generate configuration
       samples.jsonl       dataset/     every sample, exported after generate
+      distributions.parquet  teacher_tokenizer/   the teacher's top-K logprobs per token (--logprobs K)
       filtered.jsonl      filtered/    funnel.json      what the filter kept, and why
       pipeline.json       fingerprints of the pipeline stages that ran
       report/             report.html, report.json, plots
@@ -83,6 +84,8 @@ class RunDir(_Folder):
     config = Inside("config.json")
     samples = Inside("samples.jsonl")
     samples_dataset = Inside("dataset")
+    distributions = Inside("distributions.parquet")  # the teacher's top-K per token (generate --logprobs)
+    teacher_tokenizer = Inside("teacher_tokenizer")  # the vocabulary of those token ids
     filtered = Inside("filtered.jsonl")
     filtered_dataset = Inside("filtered")
     funnel = Inside("funnel.json")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cotfactory.distributions import TokenDistributions
 from cotfactory.records import Problem, Sample, Verdict
 from cotfactory.run_dir import RunDir
 
@@ -36,6 +37,12 @@ CREATE TABLE IF NOT EXISTS samples (
     created REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE INDEX IF NOT EXISTS samples_by_problem ON samples (problem_id);
+CREATE TABLE IF NOT EXISTS distributions (
+    sample_key TEXT PRIMARY KEY,
+    k INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS scores (
     sample_key TEXT NOT NULL,
     scorer TEXT NOT NULL,
@@ -103,23 +110,69 @@ class Store:
         return Problem.model_validate_json(row[0]) if row else None
 
     # samples ----------------------------------------------------------------------------------
-    def add_samples(self, samples: Iterable[Sample]) -> int:
-        """Commit the samples of one completed call in one transaction; returns how many were new."""
-        rows = [
-            (s.key, s.request.problem_id, int(s.failed), s.prompt_tokens, s.completion_tokens, s.model_dump_json())
-            for s in samples
-        ]
+    def add_samples(self, samples: Iterable[Sample], replace: bool = False) -> int:
+        """Commit the samples of one completed call, with their distributions, in one transaction;
+        returns how many were new. ``replace``: a successful sample replaces a stored one of the same key
+        (sent again for a larger --logprobs K: its text and its distributions must come from one reply);
+        a failed one never replaces anything."""
+        samples = list(samples)
+        columns = "(key, problem_id, failed, prompt_tokens, completion_tokens, body) VALUES (?, ?, ?, ?, ?, ?)"
         with self._transaction():
             before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO samples (key, problem_id, failed, prompt_tokens, completion_tokens, body)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return self._db.total_changes - before
+            for sample in samples:
+                verb = "INSERT OR REPLACE" if replace and not sample.failed else "INSERT OR IGNORE"
+                row = (
+                    sample.key,
+                    sample.request.problem_id,
+                    int(sample.failed),
+                    sample.prompt_tokens,
+                    sample.completion_tokens,
+                    sample.model_dump_json(),
+                )
+                self._db.execute(f"{verb} INTO samples {columns}", row)
+            added = self._db.total_changes - before
+            for sample in samples:
+                if sample.distributions is not None and not sample.failed:
+                    found = sample.distributions
+                    self._db.execute(
+                        f"{'INSERT OR REPLACE' if replace else 'INSERT OR IGNORE'} INTO distributions VALUES (?, ?, ?, ?)",
+                        (sample.key, found.k, len(found), found.to_bytes()),
+                    )
+            return added
 
     def done_keys(self) -> set[str]:
         return {key for (key,) in self._db.execute("SELECT key FROM samples")}
+
+    def lacking_distributions(self, k: int) -> set[str]:
+        """Keys of successful samples stored without distributions of at least ``k`` tokens per position."""
+        rows = self._db.execute(
+            "SELECT s.key FROM samples s LEFT JOIN distributions d ON d.sample_key = s.key"
+            " WHERE s.failed = 0 AND (d.k IS NULL OR d.k < ?)",
+            (k,),
+        )
+        return {key for (key,) in rows}
+
+    def distributions(self, keys: Iterable[str] | None = None) -> Iterator[tuple[str, TokenDistributions]]:
+        """(sample key, distributions): all in insertion order, or those of ``keys`` that have them."""
+        if keys is None:
+            for key, k, tokens, body in self._db.execute("SELECT * FROM distributions ORDER BY rowid"):
+                yield key, TokenDistributions.from_bytes(body, tokens, k)
+            return
+        iterator = iter(keys)
+        while chunk := list(itertools.islice(iterator, _CHUNK)):
+            rows = self._db.execute(
+                f"SELECT * FROM distributions WHERE sample_key IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
+            found = {key: (k, tokens, body) for key, k, tokens, body in rows}
+            for key in chunk:
+                if key in found:
+                    k, tokens, body = found[key]
+                    yield key, TokenDistributions.from_bytes(body, tokens, k)
+
+    def distribution_bytes(self) -> tuple[int, int]:
+        """(bytes of distribution blobs, tokens they cover) over the whole store."""
+        row = self._db.execute("SELECT TOTAL(LENGTH(body)), TOTAL(tokens) FROM distributions").fetchone()
+        return int(row[0]), int(row[1])
 
     def forget_failed(self) -> int:
         """Delete the permanently failed samples, so their requests are sent again."""

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from cotfactory.config.fields import RUNTIME, flag
+from cotfactory.distributions import MAX_K
 from cotfactory.teachers import TEACHERS, teacher_options
 from cotfactory.teachers.base import TeacherOptions
 
@@ -58,6 +59,13 @@ class GenerateConfig(BaseModel):
     teacher: SerializeAsAny[TeacherOptions] = Field(
         default_factory=lambda: teacher_options({"kind": "hf"}),
         description="Teacher adapter and its options.",
+    )
+    logprobs: int = Field(
+        0,
+        ge=0,
+        le=MAX_K,
+        description="Record the teacher's top-K logprobs of every generated token (0: off); a larger K "
+        "re-requests only the samples that lack it.",
     )
     # SCOTT contrastive decoding (hf teacher)
     contrastive: bool = Field(False, description="SCOTT contrastive decoding: rationales for the gold answer (hf).")
@@ -144,6 +152,10 @@ class GenerateConfig(BaseModel):
                 f"contrastive decoding needs the next-token logits of a local model (--teacher hf); "
                 f"teacher '{self.teacher.kind}' cannot give them"
             )
+        if self.logprobs and (problem := self.teacher.logprobs_problem(self.logprobs)):
+            raise ValueError(problem)
+        if self.logprobs and self.contrastive:
+            raise ValueError("logprobs: recording distributions of contrastive decoding is not supported")
         if self.counterfactual and not self.contrastive:
             raise ValueError("counterfactual needs contrastive")
         return self

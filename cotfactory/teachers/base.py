@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,10 @@ class TeacherOptions(BaseModel):
 
     #: the adapter can give next-token logits (what SCOTT contrastive decoding needs)
     gives_logits: ClassVar[bool] = False
+
+    def logprobs_problem(self, k: int) -> str | None:
+        """Why this teacher cannot record the top-``k`` logprobs of its tokens (None: it can)."""
+        return f"teacher '{self.kind}' cannot record token logprobs (--logprobs): use --teacher hf or openai"
 
     #: options the adapter cannot work without → what each is, for the error that names it
     needs: ClassVar[dict[str, str]] = {}
@@ -55,6 +59,7 @@ class Teacher(ABC, Generic[OptionsT]):
         self.options: OptionsT = options
         self.retry_tokens = retry_tokens
         self.problems: dict[str, Problem] = {}
+        self.logprobs_k = 0  # > 0: record the top-K distribution of every generated token (--logprobs)
 
     def attach_problems(self, problems: dict[str, Problem]) -> None:
         """The run's problems by id, for teachers that look a problem up (replay files are positional)."""
@@ -69,7 +74,12 @@ class Teacher(ABC, Generic[OptionsT]):
         """Raise TeacherError when this teacher cannot take this form of prompt."""
 
     async def preflight(self) -> None:  # noqa: B027 - optional hook
-        """Fail early (TeacherError) when the teacher cannot work: unreachable URL, missing model."""
+        """Fail early (TeacherError) when the teacher cannot work: unreachable URL, missing model, a
+        server that returns no logprobs when ``logprobs_k`` asks for them."""
+
+    def tokenizer_for_distributions(self) -> Any:
+        """The tokenizer whose vocabulary the recorded token ids belong to (saved with the run)."""
+        raise NotImplementedError
 
     @abstractmethod
     def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]: ...

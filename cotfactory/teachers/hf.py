@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from cotfactory.config.fields import RUNTIME
+from cotfactory.distributions import TokenDistributions
 from cotfactory.errors import TeacherError
 from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
 from cotfactory.records import RenderedPrompt, Request, Sample
@@ -36,6 +37,9 @@ class HFOptions(TeacherOptions):
     )
 
     gives_logits: ClassVar[bool] = True
+
+    def logprobs_problem(self, k: int) -> str | None:
+        return None
 
 
 class HFTeacher(Teacher[HFOptions]):
@@ -60,6 +64,9 @@ class HFTeacher(Teacher[HFOptions]):
     @property
     def model_label(self) -> str:
         return model_label(self.options.model)
+
+    def tokenizer_for_distributions(self) -> Any:
+        return self.tokenizer
 
     def check_prompt(self, prompt: RenderedPrompt) -> None:
         if prompt.messages is not None and not self.tokenizer.chat_template:
@@ -111,6 +118,7 @@ class HFTeacher(Teacher[HFOptions]):
             [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
         )
         stop = list(first.prompt.stop) if first.prompt else []
+        recorder = TopKRecorder(self.logprobs_k) if self.logprobs_k else None
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=padded["input_ids"].to(device),
@@ -120,7 +128,7 @@ class HFTeacher(Teacher[HFOptions]):
                 temperature=None,
                 top_p=None,
                 top_k=None,
-                logits_processor=[sampler],
+                logits_processor=[recorder, sampler] if recorder else [sampler],
                 stop_strings=stop or None,
                 tokenizer=self.tokenizer if stop else None,
                 pad_token_id=self.tokenizer.pad_token_id,
@@ -129,10 +137,14 @@ class HFTeacher(Teacher[HFOptions]):
         self.requests_sent += len(batch)
         latency = time.monotonic() - started
         prompt_width = padded["input_ids"].shape[1]
-        return [
+        samples = [
             self._to_sample(request, len(ids), output[row, prompt_width:].tolist(), stop, latency)
             for row, (request, ids) in enumerate(batch)
         ]
+        if recorder is not None:
+            for row, sample in enumerate(recorder.finish(output[:, prompt_width:])):
+                samples[row].distributions = sample.head(samples[row].completion_tokens)
+        return samples
 
     def generate_contrastive_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
         """SCOTT contrastive decoding: each row follows its target context (prompt with the answer it
@@ -199,6 +211,47 @@ class HFTeacher(Teacher[HFOptions]):
             sent_seed=request.sample_seed,
             sent_max_tokens=request.max_tokens,
         )
+
+
+class TopKRecorder:
+    """A logits processor that records, at each step, the top-K of the model's own distribution
+    (log-softmax of the raw logits: temperature 1, before top-p) and the log-mass outside it, and
+    passes the scores on untouched. The chosen token's log-probability is read at the next step, when
+    the token is known (and at ``finish`` for the last one)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.steps: list[tuple[Any, Any, Any]] = []  # (top ids, top logprobs, tail) per step, (rows, …)
+        self.chosen: list[Any] = []
+        self._last: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self._last is not None:
+            self.chosen.append(self._last.gather(1, input_ids[:, -1:]).squeeze(1))
+        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        top = logprobs.topk(self.k, dim=-1)
+        tail = torch.logsumexp(logprobs.scatter(1, top.indices, float("-inf")), dim=-1)
+        self.steps.append((top.indices.int().cpu(), top.values.cpu(), tail.cpu()))
+        self._last = logprobs
+        return scores
+
+    def finish(self, generated: Any) -> list[TokenDistributions]:
+        """Each row's distributions over every step; ``generated`` is (rows, steps), the new tokens.
+        The caller cuts each row to its own tokens."""
+        import torch
+
+        self.chosen.append(self._last.gather(1, generated[:, -1:].to(self._last.device)).squeeze(1))
+        ids = torch.stack([s[0] for s in self.steps], dim=1).numpy()
+        values = torch.stack([s[1] for s in self.steps], dim=1).numpy()
+        tails = torch.stack([s[2] for s in self.steps], dim=1).numpy()
+        chosen = torch.stack([c.cpu() for c in self.chosen], dim=1).numpy()
+        tokens = generated.cpu().numpy()
+        return [
+            TokenDistributions.build(tokens[row], chosen[row], ids[row], values[row], tails[row])
+            for row in range(ids.shape[0])
+        ]
 
 
 def _contrastive(request: Request) -> bool:
