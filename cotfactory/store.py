@@ -134,8 +134,9 @@ class Store:
             for sample in samples:
                 if sample.distributions is not None and not sample.failed:
                     found = sample.distributions
+                    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
                     self._db.execute(
-                        f"{'INSERT OR REPLACE' if replace else 'INSERT OR IGNORE'} INTO distributions VALUES (?, ?, ?, ?)",
+                        f"{verb} INTO distributions VALUES (?, ?, ?, ?)",
                         (sample.key, found.k, len(found), found.to_bytes()),
                     )
             return added

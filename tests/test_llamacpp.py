@@ -93,3 +93,33 @@ def test_generate_against_real_llama_cpp(llama_server: str, tmp_path: Path) -> N
     # and a rerun of the first sends nothing
     code, output = _generate(llama_server, tmp_path / "a")
     assert code == 0 and "requests sent                │ 0" in output
+
+
+def test_logprobs_recorded_through_the_openai_api(llama_server: str, tmp_path: Path) -> None:
+    """llama.cpp returns top_logprobs as token strings: the teacher maps them back to the GGUF's ids,
+    and the recorded tokens decode to the sample's text."""
+    from transformers import AutoTokenizer
+
+    from cotfactory.store import Store
+
+    out = tmp_path / "lp"
+    args = [
+        "generate", "--input", str(ROOT / "data" / "gsm8k" / "test_sample.jsonl"), "--format", "gsm8k",
+        "--limit", "2", "--teacher", "openai", "--model", "smollm2", "--base-url", llama_server,
+        "--api-key-env", "", "--temperatures", "0.7", "--seeds", "1", "--max-tokens", "24",
+        "--length-retry-tokens", "0", "--logprobs", "5", "--tokenizer", str(embedded_gguf()), "--out", str(out),
+    ]  # fmt: skip
+    code, output = invoke(*args)
+    assert code == 0, output
+    tokenizer = AutoTokenizer.from_pretrained(out / "teacher_tokenizer")
+    with Store.in_run(out) as store:
+        found = dict(store.distributions())
+        samples = {s.key: s for s in store.samples()}
+    assert len(found) == 2
+    for key, dist in found.items():
+        assert dist.k == 5 and len(dist) == samples[key].completion_tokens
+        assert (dist.token_ids >= 0).all()
+        assert tokenizer.decode(dist.token_ids.tolist()).strip() == samples[key].text.strip()
+        # most likely first, and the chosen token's logprob is at most the top one's
+        assert (dist.top_logprobs[:, :-1] >= dist.top_logprobs[:, 1:]).all()
+        assert (dist.token_logprobs <= dist.top_logprobs[:, 0] + 1e-3).all()

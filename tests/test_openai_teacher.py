@@ -229,3 +229,16 @@ def _count(out: Path) -> int:
             return store.count()
     except Exception:  # the file is being created
         return 0
+
+
+def test_a_server_without_logprobs_is_refused_before_the_run(tmp_path: Path) -> None:
+    """--logprobs asks the server for top logprobs in a one-token probe first: one that returns none
+    (this one, like many proxies) is refused with exit 2, and no run directory is made."""
+    data = write_sums(tmp_path / "sums.jsonl", 3)
+    out = tmp_path / "run"
+    with FakeServer() as server:
+        code, output = invoke(*_args(server, data, out, "--logprobs", "5", "--tokenizer", "x"))
+    assert code == 2 and "returned no top logprobs for top_logprobs=5" in output
+    assert not out.exists()
+    code, output = invoke(*_args(server, data, out, "--logprobs", "5"))
+    assert code == 2 and "needs 'tokenizer'" in output

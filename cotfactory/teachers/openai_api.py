@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from cotfactory.config.fields import RUNTIME
+from cotfactory.distributions import TokenDistributions
 from cotfactory.errors import TeacherError
 from cotfactory.records import Request, Sample
 from cotfactory.teachers.base import Teacher, TeacherOptions
@@ -108,6 +109,17 @@ class OpenAIOptions(TeacherOptions):
     use_n: Literal["auto", "always", "never"] = Field(
         "auto", description="Ask for several samples with n>1 (auto: until the server shows it ignores n)."
     )
+    tokenizer: str | None = Field(
+        None, description="The served model's tokenizer (folder, hub id, .gguf): maps --logprobs tokens to ids."
+    )
+
+    def logprobs_problem(self, k: int) -> str | None:
+        if not self.tokenizer:
+            return (
+                "teacher 'openai' needs 'tokenizer' (the served model's tokenizer: folder, hub id or .gguf) "
+                "to record --logprobs as token ids"
+            )
+        return None
 
     @field_validator("api_key_env")
     @classmethod
@@ -144,6 +156,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         #: None: not known yet; learnt from the first n>1 call in ``auto`` mode.
         self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[options.use_n]
         self.requests_sent = 0
+        self._token_reader: TokenReader | None = None
 
     @staticmethod
     def _read_key(variable: str | None) -> str | None:
@@ -161,7 +174,8 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         return text.replace(self._key, "***") if self._key else text
 
     async def preflight(self) -> None:
-        """Every base URL must answer HTTP at all (any status will do: some servers lack /models)."""
+        """Every base URL must answer HTTP at all (any status will do: some servers lack /models);
+        with --logprobs, every one must return top logprobs for a one-token probe."""
         for client, url in zip(self.clients, self.base_urls, strict=True):
             try:
                 await client.with_options(timeout=min(self.options.timeout, 10.0)).models.list()
@@ -169,6 +183,38 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
                 raise TeacherError(f"cannot reach base URL {url}: {self.redact(str(exc.__cause__ or exc))}") from None
             except openai.APIStatusError:
                 pass
+            if self.logprobs_k:
+                await self._probe_logprobs(client, url)
+        if self.logprobs_k:
+            self._token_reader = TokenReader(self.tokenizer_for_distributions())
+
+    async def _probe_logprobs(self, client: Any, url: str) -> None:
+        body = {
+            "model": self.options.model,
+            "messages": [{"role": "user", "content": "Say yes."}],
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": self.logprobs_k,
+        }
+        try:
+            response = await client.post("/chat/completions", body=body, cast_to=openai.types.chat.ChatCompletion)
+        except openai.OpenAIError as exc:
+            raise TeacherError(
+                f"{url} refused a --logprobs {self.logprobs_k} probe: {self.redact(describe_error(exc))[:200]}"
+            ) from None
+        entries = _logprob_entries(response.choices[0]) if response.choices else None
+        if not entries or not entries[0][2]:
+            raise TeacherError(
+                f"{url} returned no top logprobs for top_logprobs={self.logprobs_k}: it cannot record distributions"
+            )
+
+    def tokenizer_for_distributions(self) -> Any:
+        from cotfactory.model_loading import load_tokenizer, resolve_model_path
+
+        if self._token_reader is not None:
+            return self._token_reader.tokenizer
+        return load_tokenizer(resolve_model_path(self.options.tokenizer))
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -312,6 +358,8 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         if prompt.stop:
             args["stop"] = prompt.stop[:4]
         chat = prompt.messages is not None
+        if self.logprobs_k:  # the chat API takes a flag and a count; the completions API a count
+            args.update({"logprobs": True, "top_logprobs": self.logprobs_k} if chat else {"logprobs": self.logprobs_k})
         body = {**args, "messages": prompt.messages} if chat else {**args, "prompt": prompt.text}
         try:
             # ``client.post`` is the SDK's documented route for raw bodies: the same error mapping and
@@ -345,7 +393,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = _split_tokens(int(getattr(usage, "completion_tokens", 0) or 0), texts)
         latency = time.monotonic() - started
-        return [
+        samples = [
             Sample(
                 request=request,
                 text=text,
@@ -360,6 +408,14 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             )
             for i, (request, choice, text) in enumerate(zip(requests, choices, texts, strict=True))
         ]
+        if self._token_reader is not None:
+            for sample, choice in zip(samples, choices, strict=True):
+                entries = _logprob_entries(choice)
+                if entries:
+                    sample.distributions, unmapped = self._token_reader.read(entries, self.logprobs_k)
+                    if unmapped:
+                        sample.metadata["logprob_tokens_unmapped"] = unmapped
+        return samples
 
     @staticmethod
     def _failed(request: Request, error: str, attempts: int, started: float, seed: int) -> Sample:
@@ -414,6 +470,63 @@ def _choice_text(choice: Any) -> Any:
     if message is not None:
         return message.content if message.content is not None else ""
     return getattr(choice, "text", None)
+
+
+def _logprob_entries(choice: Any) -> list[tuple[str, float, dict[str, float]]] | None:
+    """(token, logprob, {top token: logprob}) per generated token, from a chat choice
+    (``logprobs.content``) or a completions choice (``logprobs.tokens`` / ``top_logprobs``)."""
+    found = getattr(choice, "logprobs", None)
+    if found is None:
+        return None
+    content = getattr(found, "content", None)
+    if content is not None:
+        return [
+            (entry.token, entry.logprob, {top.token: top.logprob for top in entry.top_logprobs or []})
+            for entry in content
+        ]
+    tokens = getattr(found, "tokens", None)
+    if tokens is None:
+        return None
+    tops = getattr(found, "top_logprobs", None) or [{}] * len(tokens)
+    return [
+        (token, logprob, dict(top or {}))
+        for token, logprob, top in zip(tokens, found.token_logprobs, tops, strict=False)
+    ]
+
+
+class TokenReader:
+    """Token strings of an API reply → ids of the served model's tokenizer, by their decoded text.
+
+    A string that no single token decodes to (a piece of a multi-byte character the server decoded
+    alone) maps to -1: training counts its mass in the tail bucket."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.ids: dict[str, int] = {}
+        for token_id in range(len(tokenizer)):
+            text = tokenizer.decode([token_id])
+            if text and "\ufffd" not in text:
+                self.ids.setdefault(text, token_id)
+
+    def read(self, entries: list[tuple[str, float, dict[str, float]]], k: int) -> tuple[TokenDistributions, int]:
+        """The reply's distributions, and how many of its strings mapped to no id."""
+        unmapped = 0
+
+        def to_id(text: str) -> int:
+            nonlocal unmapped
+            found = self.ids.get(text, -1)
+            unmapped += found < 0
+            return found
+
+        token_ids, token_logprobs, top_ids, top_logprobs = [], [], [], []
+        for token, logprob, top in entries:
+            token_ids.append(to_id(token))
+            token_logprobs.append(logprob)
+            best = sorted(top.items(), key=lambda item: -item[1])[:k]  # llama.cpp adds the chosen token
+            best += [("", float("-inf"))] * (k - len(best))
+            top_ids.append([to_id(text) if text else -1 for text, _ in best])
+            top_logprobs.append([value for _, value in best])
+        return TokenDistributions.build(token_ids, token_logprobs, top_ids, top_logprobs), unmapped
 
 
 def _split_tokens(total: int, texts: list[str]) -> list[int]:
