@@ -193,6 +193,7 @@ def eval_command(config: EvalConfig) -> None:
         config.out,
         config.answer_type,
         config.explain,
+        config.in_context,
     )
     for line in result.lines():
         out_console.print(line, highlight=False, soft_wrap=True)

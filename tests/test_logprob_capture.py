@@ -78,6 +78,7 @@ def _prompt_ids(out: Path, model: Path, key: str) -> list[int]:
     """The prompt exactly as the hf teacher encoded it, rebuilt from the run's plan."""
     from cotfactory.config.generate import GenerateConfig
     from cotfactory.generate import prepare
+
     config = GenerateConfig.model_validate(
         {k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "cotfactory_version"}
     )

@@ -19,6 +19,11 @@ class EvalSettings(BaseModel):
     batch_size: int = Field(16, ge=1, description="Prompts generated together.", json_schema_extra=RUNTIME)
     max_new_tokens: int = Field(256, ge=1, description="Tokens a student may write.")
     explain: bool = Field(True, description="step-by-step: also write each rationale on request (explain:).")
+    in_context: int | None = Field(
+        None,
+        ge=0,
+        description="K of the student's training examples before each prompt (default: as it was trained).",
+    )
 
 
 class EvalConfig(EvalSettings):

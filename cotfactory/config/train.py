@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from cotfactory.config.fields import RUNTIME, argument
@@ -28,6 +30,22 @@ class TrainConfig(BaseModel):
     )
     alpha: float = Field(
         0.5, ge=0.0, le=1.0, description="step-by-step: label-loss weight; scott: counterfactual weight."
+    )
+    distill: Literal["none", "kd", "slim", "reverse-kl", "jsd"] = Field(
+        "none",
+        description="Also learn the teacher's recorded top-K distributions (generate --logprobs): kd, slim, "
+        "reverse-kl or jsd; none: hard labels only.",
+    )
+    distill_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the distillation term against CE.")
+    distill_temperature: float = Field(1.0, gt=0.0, description="Temperature of both sides of the divergence.")
+    beta: float = Field(
+        0.5, ge=0.0, le=1.0, description="jsd: teacher weight of the mixture (0: forward KL, 1: reverse KL)."
+    )
+    align: bool = Field(
+        False, description="Distil across different teacher and student vocabularies, aligning tokens by text."
+    )
+    in_context: int = Field(
+        0, ge=0, description="Put K other training examples of the same task before each source (in-context)."
     )
     epochs: float = Field(3.0, gt=0, description="Training epochs.")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (overrides epochs when > 0).")

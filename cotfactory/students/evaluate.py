@@ -26,7 +26,7 @@ from cotfactory import answers
 from cotfactory.errors import ConfigError
 from cotfactory.problems import load_problems
 from cotfactory.records import Problem
-from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic
+from cotfactory.run_dir import StudentDir, read_jsonl, write_json_atomic, write_jsonl_atomic
 from cotfactory.stats import format_accuracy, wilson_interval
 from cotfactory.students.methods import UNTRAINED_METHOD, Prediction, check_method
 
@@ -298,6 +298,7 @@ def run_eval(
     out: str | None = None,
     answer_type: str | None = None,
     explain: bool = True,
+    in_context: int | None = None,
 ) -> EvalResult:
     """Evaluate a student folder (or, untrained, any model spec) on held-out problems. Writes
     predictions.jsonl and eval.json (beside ``out``, default FOLDER/)."""
@@ -311,7 +312,8 @@ def run_eval(
     name = read_student(folder)["method"] if trained.is_student() else UNTRAINED_METHOD
     predict = check_method(name, f"{folder}: ").predict  # before the model is loaded
     assert predict is not None  # check_method refuses a method without one
-    student = Student(folder, batch_size, max_new_tokens, explain)
+    student: Any = Student(folder, batch_size, max_new_tokens, explain)
+    student = _with_demonstrations(student, trained, name, in_context)
     predictions = predict(student, problems)
     agreements = [a for a in (p.rationale_agrees for p in predictions) if a is not None]
     rationale_correct = [c for c in (p.rationale_correct for p in predictions) if c is not None]
@@ -332,6 +334,24 @@ def run_eval(
     )
     write_json_atomic(StudentDir(path.parent).evaluation, {"input": input, **result.summary()})  # beside ``out``
     return result
+
+
+def _with_demonstrations(student: Student, trained: StudentDir, method: str, k: int | None) -> Any:
+    """The student asked with K of its own training examples before each prompt (in-context
+    distillation): K as given, else as it was trained. Demonstrations come from its training examples,
+    which share no problem with a held-out split; of the method's answer task (its first by name)."""
+    from cotfactory.students.in_context import InContextStudent, pick_demonstrations
+    from cotfactory.students.methods.base import TrainingExample
+
+    trained_k = read_student(str(trained.path))["config"].get("in_context", 0) if trained.is_student() else 0
+    k = trained_k if k is None else k
+    if not k:
+        return student
+    if not trained.examples.is_file():
+        raise ConfigError(f"{trained.examples}: --in-context needs the student's training examples")
+    examples = [TrainingExample(**row) for row in read_jsonl(trained.examples)]
+    answering = sorted(check_method(method).answer_at_end) or [None]
+    return InContextStudent(student, pick_demonstrations(examples, k, answering[0], seed=0))
 
 
 def _matches(answer: str | None, problem: Problem) -> bool:

@@ -45,11 +45,15 @@ def encode_example(
 
 @dataclass
 class MultitaskCollator:
-    """Pads to the longest in the batch (dynamic padding) and carries each example's task and weight."""
+    """Pads to the longest in the batch (dynamic padding) and carries each example's task and weight,
+    and with ``teacher`` (one entry per example, by ``example_index``) the teacher's distributions
+    aligned with the labels."""
 
     pad_id: int
     causal: bool
     decoder_start_id: int = 0
+    teacher: list[Any] | None = None
+    teacher_k: int = 0
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {
@@ -62,6 +66,11 @@ class MultitaskCollator:
         if not self.causal:  # decoder input: the written sequence shifted right, start token first
             shifted = [[self.decoder_start_id] + f["decoder_target"][:-1] for f in features]
             batch["decoder_input_ids"] = _pad(shifted, self.pad_id)
+        if self.teacher is not None:
+            from cotfactory.students.teacher_targets import collate_teacher
+
+            found = [self.teacher[f["example_index"]] for f in features]
+            batch.update(collate_teacher(found, batch["labels"].shape[1], self.teacher_k))
         return batch
 
 

@@ -23,10 +23,11 @@ from cotfactory.errors import ConfigError
 from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from cotfactory.students import preflight
 from cotfactory.students.features import MultitaskCollator, encode_example
+from cotfactory.students.in_context import with_demonstrations
 from cotfactory.students.methods import MethodSettings, build_examples, check_method
 from cotfactory.students.models import is_scratch, load_student
 from cotfactory.students.records import load_records
-from cotfactory.students.trainer import MetricsFile, MultitaskTrainer
+from cotfactory.students.trainer import Distillation, MetricsFile, MultitaskTrainer
 
 # TrainingArguments' name of each TrainConfig field it takes as it is
 _TRAINER_ARGUMENTS = {
@@ -66,13 +67,15 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     examples = build_examples(config.method, records, MethodSettings(alpha=config.alpha, causal=causal))
     task_names = sorted({e.task for e in examples})
     task_ids = {name: i for i, name in enumerate(task_names)}
+    taught = with_demonstrations(examples, config.in_context, config.seed)  # in-context: K shots before each source
     features = [
         encode_example(e, tokenizer, causal, task_ids, config.max_source_length, config.max_target_length)
-        for e in examples
+        for e in taught
     ]
+    teacher, teacher_k = _teacher_targets(config, taught, features, tokenizer, console)
     limit = preflight.context_limit_of(model, causal)
     lengths = preflight.measure(
-        examples, features, config.max_source_length, config.max_target_length, limit, method.answer_at_end
+        taught, features, config.max_source_length, config.max_target_length, limit, method.answer_at_end
     )
     preflight.check(lengths, config.max_answer_cut, config.max_target_length, limit)
     for line in lengths.lines(config.max_source_length, config.max_target_length):
@@ -105,9 +108,10 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(features),
-        data_collator=MultitaskCollator(tokenizer.pad_token_id, causal, start),
+        data_collator=MultitaskCollator(tokenizer.pad_token_id, causal, start, teacher, teacher_k),
         causal=causal,
         task_names=task_names,
+        distillation=Distillation(config.distill, config.distill_alpha, config.distill_temperature, config.beta),
         callbacks=[MetricsFile(out.metrics)],
     )
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -115,6 +119,28 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     write_jsonl_atomic(out.examples, (dataclasses.asdict(e) for e in examples))
     counts = {name: sum(e.task == name for e in examples) for name in task_names}
     return TrainResult(out.path, len(examples), counts, output.global_step, output.training_loss)
+
+
+def _teacher_targets(
+    config: TrainConfig, examples: list[Any], features: list[dict[str, Any]], tokenizer: Any, console: Console
+) -> tuple[list[Any] | None, int]:
+    """With --distill: each example's teacher distributions on its label positions (refused before any
+    training when the run has none, or the vocabularies differ without --align)."""
+    for index, feature in enumerate(features):
+        feature["example_index"] = index
+    if config.distill == "none":
+        return None, 0
+    from cotfactory.students.teacher_targets import build_teacher_targets, open_distributions
+
+    store, teacher_tokenizer, vocabulary = open_distributions(config.input, tokenizer, config.align)
+    with store:
+        targets, coverage, k = build_teacher_targets(
+            examples, features, store, teacher_tokenizer, tokenizer, vocabulary
+        )
+    console.print(coverage.line(k), highlight=False, soft_wrap=True)
+    if coverage.aligned_tokens == 0:
+        raise ConfigError(f"{config.input}: no label token of any example aligned to a recorded teacher token")
+    return targets, k
 
 
 def last_checkpoint(folder: Path) -> Path | None:

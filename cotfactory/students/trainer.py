@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from cotfactory.students.distill_losses import distillation_loss
 from cotfactory.students.features import IGNORE
+
+TEACHER_FIELDS = ("teacher_ids", "teacher_logprobs", "teacher_tail")  # what the collator adds with --distill
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -74,11 +78,56 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
         return super().__iter__()
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """How the teacher's recorded distributions enter the loss (``--distill``; see distill_losses)."""
+
+    kind: str = "none"
+    alpha: float = 0.5
+    temperature: float = 1.0
+    beta: float = 0.5
+
+
+def distilled_example_losses(
+    logits: torch.Tensor, labels: torch.Tensor, teacher: dict[str, torch.Tensor], causal: bool, how: Distillation
+) -> torch.Tensor:
+    """Each example's distillation loss over its labelled tokens (shape (batch,)): the same per-example
+    mean as ``example_losses``, so tasks and their weights combine the same way."""
+    ids, logprobs, tail = teacher["teacher_ids"], teacher["teacher_logprobs"], teacher["teacher_tail"]
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+        ids, logprobs, tail = ids[:, 1:], logprobs[:, 1:], tail[:, 1:]
+    losses = []
+    for row in range(labels.shape[0]):
+        chosen = labels[row] != IGNORE
+        loss, _ = distillation_loss(
+            how.kind,
+            logits[row][chosen],
+            labels[row][chosen],
+            ids[row][chosen],
+            logprobs[row][chosen],
+            tail[row][chosen],
+            alpha=how.alpha,
+            temperature=how.temperature,
+            beta=how.beta,
+        )
+        losses.append(loss)
+    return torch.stack(losses)
+
+
 class MultitaskTrainer(Trainer):
-    def __init__(self, *args: Any, causal: bool, task_names: list[str], **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        causal: bool,
+        task_names: list[str],
+        distillation: Distillation | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.causal = causal
         self.task_names = task_names
+        self.distillation = distillation or Distillation()
         self._task_sums: dict[str, list[float]] = defaultdict(list)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -92,13 +141,19 @@ class MultitaskTrainer(Trainer):
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         task_ids, weights, labels = inputs.pop("task_ids"), inputs.pop("weights"), inputs.pop("labels")
+        teacher = {name: inputs.pop(name) for name in TEACHER_FIELDS if name in inputs}
         if self.causal:
             first = first_logit_needed(labels)
             outputs = model(**inputs, logits_to_keep=labels.shape[1] - first)
             labels = labels[:, first:]
+            teacher = {name: value[:, first:] for name, value in teacher.items()}
         else:
             outputs = model(**inputs)
-        loss, by_task = multitask_loss(example_losses(outputs.logits, labels, self.causal), task_ids, weights)
+        if teacher and self.distillation.kind != "none":
+            per_example = distilled_example_losses(outputs.logits, labels, teacher, self.causal, self.distillation)
+        else:
+            per_example = example_losses(outputs.logits, labels, self.causal)
+        loss, by_task = multitask_loss(per_example, task_ids, weights)
         if model.training:
             for task, value in by_task.items():
                 self._task_sums[self.task_names[task]].append(value)
