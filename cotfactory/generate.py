@@ -65,6 +65,8 @@ class GenerateResult:
     elapsed_s: float = 0.0
     send_elapsed_s: float = 0.0
     budget_stopped: bool = False
+    distribution_bytes: int = 0  # --logprobs: the recorded distributions' size, and the tokens they cover
+    distribution_tokens: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -175,6 +177,7 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             result.prompt_tokens = totals["prompt_tokens"]
             result.completion_tokens = totals["completion_tokens"]
             result.cost_usd = _cost(prepared, result)
+            result.distribution_bytes, result.distribution_tokens = store.distribution_bytes()
             result.elapsed_s = time.monotonic() - started
         return result
     finally:
@@ -285,6 +288,9 @@ def print_summary(result: GenerateResult, console: Console) -> None:
     ]
     if result.cost_usd is not None:
         rows.append(("cost", f"${result.cost_usd:.4f}"))
+    if result.distribution_tokens:
+        per_token = result.distribution_bytes / result.distribution_tokens
+        rows.append(("distributions", f"{result.distribution_tokens:,} tokens, {per_token:.0f} bytes/token"))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
