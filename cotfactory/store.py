@@ -159,16 +159,8 @@ class Store:
             for key, k, tokens, body in self._db.execute("SELECT * FROM distributions ORDER BY rowid"):
                 yield key, TokenDistributions.from_bytes(body, tokens, k)
             return
-        iterator = iter(keys)
-        while chunk := list(itertools.islice(iterator, _CHUNK)):
-            rows = self._db.execute(
-                f"SELECT * FROM distributions WHERE sample_key IN ({','.join('?' * len(chunk))})", chunk
-            ).fetchall()
-            found = {key: (k, tokens, body) for key, k, tokens, body in rows}
-            for key in chunk:
-                if key in found:
-                    k, tokens, body = found[key]
-                    yield key, TokenDistributions.from_bytes(body, tokens, k)
+        for key, k, tokens, body in self._by_keys("distributions", "sample_key", keys):
+            yield key, TokenDistributions.from_bytes(body, tokens, k)
 
     def distribution_bytes(self) -> tuple[int, int]:
         """(bytes of distribution blobs, tokens they cover) over the whole store."""
@@ -186,16 +178,19 @@ class Store:
             for (body,) in self._db.execute("SELECT body FROM samples ORDER BY rowid"):
                 yield Sample.model_validate_json(body)
             return
+        for row in self._by_keys("samples", "key", keys, columns="key, body"):
+            yield Sample.model_validate_json(row[1])
+
+    def _by_keys(self, table: str, key_column: str, keys: Iterable[str], columns: str = "*") -> Iterator[tuple]:
+        """The rows of ``table`` whose ``key_column`` is one of ``keys``, in the order of ``keys``; the key
+        must be the first column selected."""
         iterator = iter(keys)
         while chunk := list(itertools.islice(iterator, _CHUNK)):
             rows = self._db.execute(
-                f"SELECT key, body FROM samples WHERE key IN ({','.join('?' * len(chunk))})", chunk
+                f"SELECT {columns} FROM {table} WHERE {key_column} IN ({','.join('?' * len(chunk))})", chunk
             ).fetchall()
-            bodies = dict(rows)
-            for key in chunk:
-                body = bodies.get(key)
-                if body is not None:
-                    yield Sample.model_validate_json(body)
+            found = {row[0]: row for row in rows}
+            yield from (found[key] for key in chunk if key in found)
 
     def samples_version(self) -> list[float]:
         """Changes whenever a sample is added or deleted, even when the count stays the same (a failed

@@ -135,3 +135,17 @@ def make_sample(answer: str | None = None, text: str = "", *, request: Request |
         raise TypeError(f"request fields {sorted(request_fields)} given with a request")
     fields.setdefault("rationale", text)
     return Sample(request=request, text=text, answer=answer, **fields)
+
+
+def stored_samples(run_dir: Path) -> int:
+    """Samples in a run's store so far (0 before it exists, or while it is being created): for tests
+    that kill a run once it has made some progress."""
+    from cotfactory.store import Store
+
+    if not (run_dir / "store.sqlite").exists():
+        return 0
+    try:
+        with Store.in_run(run_dir) as store:
+            return store.count()
+    except Exception:  # the file is being created
+        return 0

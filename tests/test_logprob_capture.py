@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import invoke, invoke_ok, read_jsonl
+from helpers import invoke, invoke_ok, read_jsonl, stored_samples
 
 from cotfactory.distributions import TokenDistributions, bytes_per_token
 from cotfactory.store import Store
@@ -146,11 +146,11 @@ def test_sigkill_mid_capture_resumes_to_the_uninterrupted_distributions(tiny_lla
         command, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    while _stored(out) < 6 and time.monotonic() < deadline and proc.poll() is None:
+    while stored_samples(out) < 6 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 0 < _stored(out) < 32
+    assert 0 < stored_samples(out) < 32
     invoke_ok("generate", *_args(tiny_llama, out, *extra))
     with Store.in_run(out) as store:
         assert store.count() == 32
@@ -160,13 +160,3 @@ def test_sigkill_mid_capture_resumes_to_the_uninterrupted_distributions(tiny_lla
         assert found.token_ids.tolist() == reference[key].token_ids.tolist()
         assert found.top_ids.tolist() == reference[key].top_ids.tolist()
         np.testing.assert_allclose(found.top_logprobs, reference[key].top_logprobs, atol=1e-2)
-
-
-def _stored(out: Path) -> int:
-    if not (out / "store.sqlite").exists():
-        return 0
-    try:
-        with Store.in_run(out) as store:
-            return store.count()
-    except Exception:  # the store is being created
-        return 0

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from fake_openai_server import FakeServer
-from helpers import fake_teacher_args, invoke, read_jsonl, write_sums
+from helpers import fake_teacher_args, invoke, read_jsonl, stored_samples, write_sums
 
-from cotfactory.run_dir import RunDir
 from cotfactory.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,12 +205,12 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path: Pa
         for _kill in range(2):
             proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 60
-            before = _count(out)
-            while _count(out) < before + 30 and time.monotonic() < deadline:
+            before = stored_samples(out)
+            while stored_samples(out) < before + 30 and time.monotonic() < deadline:
                 time.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        killed_count = _count(out)
+        killed_count = stored_samples(out)
         assert 60 <= killed_count < 200
         finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         assert finished.returncode == 0, finished.stderr
@@ -219,16 +218,6 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_result(tmp_path: Pa
     assert len(rows) == 200 and {r["key"]: r["text"] for r in rows} == reference
     with Store.in_run(out) as store:
         assert store.count() == 200
-
-
-def _count(out: Path) -> int:
-    if not RunDir(out).store.exists():
-        return 0
-    try:
-        with Store.in_run(out) as store:
-            return store.count()
-    except Exception:  # the file is being created
-        return 0
 
 
 def test_a_server_without_logprobs_is_refused_before_the_run(tmp_path: Path) -> None:
