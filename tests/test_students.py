@@ -308,6 +308,13 @@ def test_train_and_eval_from_a_filtered_run(tmp_path: Path) -> None:
         "--batch-size",
         "4",
     )
+    card = (out / "README.md").read_text()
+    funnel = json.loads((run / "funnel.json").read_text())["stages"]
+    kept = next(stage for stage in funnel if stage["stage"] == "correct")
+    assert "# student: a step-by-step student" in card and "Base model: `scratch:t5-tiny`" in card
+    assert f"| correct | {kept['samples_in']} | {kept['samples_out']} |" in card
+    assert "Teacher: `replay` `palm`" in card and "| max_steps | `2` |" in card
+    assert "Not evaluated yet" in card
     invoke_ok(
         "eval",
         str(out),
@@ -324,6 +331,9 @@ def test_train_and_eval_from_a_filtered_run(tmp_path: Path) -> None:
     assert len(predictions) == 4 and {"question", "gold", "prediction", "rationale", "correct"} <= set(predictions[0])
     summary = json.loads((out / "eval.json").read_text())
     assert summary["total"] == 4 and summary["correct"] == sum(p["correct"] for p in predictions)
+    low, high = summary["interval"]
+    card = (out / "README.md").read_text()  # rewritten with the score
+    assert f"accuracy **{summary['accuracy']:.3f}** (95 % Wilson interval {low:.3f}–{high:.3f})" in card
 
 
 @pytest.mark.parametrize(

@@ -333,6 +333,12 @@ def run_eval(
         bool(student.info.get("untrained")),
     )
     write_json_atomic(StudentDir(path.parent).evaluation, {"input": input, **result.summary()})  # beside ``out``
+    for scored in (StudentDir(path.parent), StudentDir(path.parent.parent)):  # a student, or its untrained/
+        if scored.is_student():
+            from cotfactory.students.model_card import write_model_card
+
+            write_model_card(scored.path)
+            break
     return result
 
 

@@ -25,6 +25,7 @@ from cotfactory.students import preflight
 from cotfactory.students.features import MultitaskCollator, encode_example
 from cotfactory.students.in_context import with_demonstrations
 from cotfactory.students.methods import MethodSettings, build_examples, check_method
+from cotfactory.students.model_card import write_model_card
 from cotfactory.students.models import is_scratch, load_student
 from cotfactory.students.records import load_records
 from cotfactory.students.trainer import Distillation, MetricsFile, MultitaskTrainer
@@ -117,6 +118,8 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
     write_jsonl_atomic(out.examples, (dataclasses.asdict(e) for e in examples))
+    out.evaluation.unlink(missing_ok=True)  # an earlier student's score is not this one's
+    write_model_card(out.path)  # after save_pretrained, whose generic card it replaces
     counts = {name: sum(e.task == name for e in examples) for name in task_names}
     return TrainResult(out.path, len(examples), counts, output.global_step, output.training_loss)
 
