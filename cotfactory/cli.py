@@ -22,6 +22,7 @@ from cotfactory.config.flags import config_command
 from cotfactory.config.generate import GenerateConfig
 from cotfactory.config.train import TrainConfig
 from cotfactory.errors import ConfigError, CotfactoryError, DataError
+from cotfactory.quiet import quiet_libraries
 from cotfactory.run_dir import RunDir
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ def _main(
     ] = False,
 ) -> None:
     """Manufacture chain-of-thought training data with a teacher and distil it into a student."""
+    quiet_libraries()
 
 
 app.add_typer(templates_app, name="templates")

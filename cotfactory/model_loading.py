@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from cotfactory.errors import TeacherError, first_line
 from cotfactory.hashing import stable_hash
 
@@ -93,11 +95,13 @@ def _convert_gguf(path: Path) -> Path:
     quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    status = Console(stderr=True).status(f"de-quantizing {path.name} once into {target.parent} …")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
-        clear_quantizer_flags(model).save_pretrained(work)
-        tokenizer.save_pretrained(work)
+        with status:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+            clear_quantizer_flags(model).save_pretrained(work)
+            tokenizer.save_pretrained(work)
         try:
             os.replace(work, target)
         except OSError:  # another process converted it first

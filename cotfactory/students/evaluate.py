@@ -22,6 +22,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from cotfactory import answers
 from cotfactory.errors import ConfigError
 from cotfactory.problems import load_problems
@@ -55,11 +58,14 @@ class Student:
         """Greedy continuations, batched (longest first, so a batch pads little)."""
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         texts = [""] * len(prompts)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            written = self._write_batch([prompts[i] for i in chunk], max_new_tokens or self.max_new_tokens)
-            for i, text in zip(chunk, written, strict=True):
-                texts[i] = text
+        with _progress() as progress:
+            task = progress.add_task("eval: writing", total=len(prompts))
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                written = self._write_batch([prompts[i] for i in chunk], max_new_tokens or self.max_new_tokens)
+                for i, text in zip(chunk, written, strict=True):
+                    texts[i] = text
+                progress.advance(task, len(chunk))
         return texts
 
     def _write_batch(self, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -104,13 +110,16 @@ class Student:
             groups.setdefault(tuple(context), []).append(i)
         contexts = sorted(groups, key=len, reverse=True)
         scores = [0.0] * len(encoded)
-        for start in range(0, len(contexts), self.batch_size):
-            chunk = contexts[start : start + self.batch_size]
-            items = [(list(context), [encoded[i][1] for i in groups[context]]) for context in chunk]
-            scored = self._score_shared(items) if self.causal else self._score_seq2seq(items)
-            for context, values in zip(chunk, scored, strict=True):
-                for i, value in zip(groups[context], values, strict=True):
-                    scores[i] = value
+        with _progress() as progress:
+            task = progress.add_task("eval: scoring choices", total=len(contexts))
+            for start in range(0, len(contexts), self.batch_size):
+                chunk = contexts[start : start + self.batch_size]
+                items = [(list(context), [encoded[i][1] for i in groups[context]]) for context in chunk]
+                scored = self._score_shared(items) if self.causal else self._score_seq2seq(items)
+                for context, values in zip(chunk, scored, strict=True):
+                    for i, value in zip(groups[context], values, strict=True):
+                        scores[i] = value
+                progress.advance(task, len(chunk))
         return scores
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -286,6 +295,18 @@ class EvalResult:
                 numbers[f"{name}_accuracy"] = count / self.total if self.total else 0.0
                 numbers[f"{name}_interval"] = list(wilson_interval(count, self.total))
         return numbers
+
+
+def _progress() -> Progress:
+    """A transient bar on stderr: it shows while prompts are worked through, then leaves the results."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
 
 
 def run_eval(

@@ -27,6 +27,7 @@ from cotfactory.students.in_context import with_demonstrations
 from cotfactory.students.methods import MethodSettings, build_examples, check_method
 from cotfactory.students.model_card import write_model_card
 from cotfactory.students.models import is_scratch, load_student
+from cotfactory.students.progress import RichTrainingProgress
 from cotfactory.students.records import load_records
 from cotfactory.students.trainer import Distillation, MetricsFile, MultitaskTrainer
 
@@ -58,6 +59,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     import datasets
     import torch
     from transformers import TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     method = check_method(config.method)  # a student that could not be evaluated is not trained
     console = console or Console(stderr=True)
@@ -99,7 +101,8 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         report_to=[],
         remove_unused_columns=False,
         label_names=["labels"],
-        disable_tqdm=not console.is_terminal,
+        disable_tqdm=True,  # one rich bar instead (RichTrainingProgress)
+        include_num_input_tokens_seen=True,
         dataloader_pin_memory=torch.cuda.is_available(),
         **{argument: getattr(config, field) for argument, field in _TRAINER_ARGUMENTS.items()},
         **_length_grouping(config.group_by_length),
@@ -113,8 +116,9 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         causal=causal,
         task_names=task_names,
         distillation=Distillation(config.distill, config.distill_alpha, config.distill_temperature, config.beta),
-        callbacks=[MetricsFile(out.metrics)],
+        callbacks=[MetricsFile(out.metrics), RichTrainingProgress(console, f"train {config.method}")],
     )
+    trainer.remove_callback(PrinterCallback)  # the raw {'loss': …} dicts: metrics.jsonl and the bar hold them
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
     write_jsonl_atomic(out.examples, (dataclasses.asdict(e) for e in examples))
