@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -21,6 +20,7 @@ from cotfactory.config.filter import FilterConfig
 from cotfactory.config.flags import config_command
 from cotfactory.config.generate import GenerateConfig
 from cotfactory.config.train import TrainConfig
+from cotfactory.console import make_console
 from cotfactory.errors import ConfigError, CotfactoryError, DataError
 from cotfactory.quiet import quiet_libraries
 from cotfactory.run_dir import RunDir
@@ -55,8 +55,8 @@ def _main(
 
 app.add_typer(templates_app, name="templates")
 
-err = Console(stderr=True)
-out = Console()
+err = make_console(stderr=True)
+out = make_console()
 out_console = out
 
 

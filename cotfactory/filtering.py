@@ -22,6 +22,7 @@ from rich.table import Table
 
 from cotfactory import answers
 from cotfactory.config.filter import FilterConfig
+from cotfactory.console import make_console
 from cotfactory.errors import DataError
 from cotfactory.export import sample_row, write_dataset_atomic
 from cotfactory.filters import FILTERS
@@ -100,7 +101,7 @@ class FilterResult:
 
 
 def run_filter(config: FilterConfig, console: Console | None = None) -> FilterResult:
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     run_dir = RunDir(config.run_dir)
     _check_samples_file(run_dir)
     stages = build_filters(config)
@@ -278,7 +279,8 @@ def _filtered_row(sample: Sample, group: ProblemGroup, verdicts: dict[str, Verdi
 
 
 def print_funnel(result: FilterResult, console: Console) -> None:
-    table = Table(title=f"filter: {result.run_dir}")
+    console.print(f"filter: {result.run_dir}", soft_wrap=True, highlight=False)  # whole, even when piped
+    table = Table()
     for column in ("stage", "in", "out", "problems", "dropped"):
         table.add_column(column)
     for count in result.funnel:

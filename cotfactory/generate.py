@@ -24,6 +24,7 @@ from cotfactory import __version__, answers
 from cotfactory.budget import TokenBudget
 from cotfactory.config.files import read_config_file
 from cotfactory.config.generate import GenerateConfig
+from cotfactory.console import make_console
 from cotfactory.errors import ConfigError
 from cotfactory.export import export_distributions, export_samples
 from cotfactory.hashing import stable_hash
@@ -144,7 +145,7 @@ def run_generate(config: GenerateConfig, console: Console | None = None) -> Gene
     started = time.monotonic()
     prepared = prepare(config)
     # one event loop for the teacher's whole life: its HTTP connection pools belong to the loop
-    return asyncio.run(_run(prepared, console or Console(stderr=True), started))
+    return asyncio.run(_run(prepared, console or make_console(stderr=True), started))
 
 
 async def _run(prepared: Prepared, console: Console, started: float) -> GenerateResult:
@@ -276,7 +277,8 @@ def _cost(prepared: Prepared, result: GenerateResult) -> float | None:
 def print_summary(result: GenerateResult, console: Console) -> None:
     from rich.table import Table
 
-    table = Table(title=f"generate: {result.run_dir}", show_header=False)
+    console.print(f"generate: {result.run_dir}", soft_wrap=True, highlight=False)  # whole, even when piped
+    table = Table(show_header=False)
     rows: list[tuple[str, str]] = [
         ("samples planned", str(result.planned)),
         ("samples stored", str(result.stored)),

@@ -25,6 +25,7 @@ from cotfactory.config.filter import FilterConfig
 from cotfactory.config.generate import GenerateConfig
 from cotfactory.config.pipeline import EvalSection, PipelineConfig, StudentSection
 from cotfactory.config.train import TrainConfig
+from cotfactory.console import make_console, section
 from cotfactory.errors import ConfigError
 from cotfactory.hashing import stable_hash
 from cotfactory.run_dir import RunDir, StudentDir, write_json_atomic
@@ -82,7 +83,7 @@ def plan_stages(config: PipelineConfig, console: Console) -> list[Stage]:
 
 def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list[tuple[str, str]]:
     """Run the stages in order; returns (stage, 'skipped' | 'ran') for each."""
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     if config.students and config.filter is None:
         raise ConfigError("students need a filter section (they learn from RUN_DIR/filtered.jsonl)")
     stages = plan_stages(config, console)
@@ -96,7 +97,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
             console.print(f"[dim]{stage.name}: unchanged, skipped[/dim]")
             outcome.append((stage.name, "skipped"))
             continue
-        console.rule(stage.name)
+        section(console, stage.name)
         stage.run()
         state[stage.name] = stage.fingerprint
         write_json_atomic(run_dir.pipeline_state, state)

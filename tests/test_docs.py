@@ -68,3 +68,19 @@ def test_version_and_piped_listings_are_whole() -> None:
     lines = invoke_ok("templates").strip().splitlines()  # the test runner is no terminal
     names = [line.split("\t")[0] for line in lines]
     assert "few-shot-cot-gsm8k-completion" in names and all(len(line.split("\t")) == 5 for line in lines)
+
+
+def test_piped_tables_keep_whole_rows(tmp_path) -> None:  # noqa: ANN001
+    """Summaries printed to a pipe are neither cut nor wrapped: a long run directory stays on one line."""
+    from helpers import invoke_ok
+
+    cqa = ROOT / "data" / "cqa"
+    run = tmp_path / ("a-run-directory-with-a-name-long-enough-to-be-cut-at-eighty-columns-" * 2)
+    output = invoke_ok(
+        "generate", "--input", cqa / "test_sample.json", "--format", "cqa", "--teacher", "replay",
+        "--replay", cqa / "palm_test_sample.json", "--template", "few-shot-cot-cqa", "--out", run,
+    )  # fmt: skip
+    assert f"generate: {run}" in output and f"samples: {run / 'samples.jsonl'}" in output
+    funnel = invoke_ok("filter", run, "--correct")
+    assert f"filter: {run}" in funnel
+    assert any(line.split("│")[1:2] == [" correct     "] for line in funnel.splitlines() if "│" in line)

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from cotfactory import __version__
 from cotfactory.config.train import TrainConfig
+from cotfactory.console import make_console
 from cotfactory.errors import ConfigError
 from cotfactory.run_dir import StudentDir, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from cotfactory.students import preflight
@@ -62,7 +63,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     from transformers.trainer_callback import PrinterCallback
 
     method = check_method(config.method)  # a student that could not be evaluated is not trained
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     records = load_records(config.input, config.format)
     if config.limit:
         records = records[: config.limit]
