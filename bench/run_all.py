@@ -32,6 +32,9 @@ SCRIPTS = [
     "quality_real",
     "lm_eval_agreement",
     "answer_extraction",
+    "distill_k",
+    "distill_real",
+    "distill_synthetic",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "
