@@ -103,12 +103,12 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         remove_unused_columns=False,
         label_names=["labels"],
         disable_tqdm=True,  # one rich bar instead (RichTrainingProgress)
-        include_num_input_tokens_seen=True,
         dataloader_pin_memory=torch.cuda.is_available(),
         **{argument: getattr(config, field) for argument, field in _TRAINER_ARGUMENTS.items()},
         **_length_grouping(config.group_by_length),
     )
     start = getattr(model.config, "decoder_start_token_id", None) or tokenizer.pad_token_id
+    progress = RichTrainingProgress(console, f"train {config.method}")
     trainer = MultitaskTrainer(
         model=model,
         args=args,
@@ -117,8 +117,9 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         causal=causal,
         task_names=task_names,
         distillation=Distillation(config.distill, config.distill_alpha, config.distill_temperature, config.beta),
-        callbacks=[MetricsFile(out.metrics), RichTrainingProgress(console, f"train {config.method}")],
+        callbacks=[MetricsFile(out.metrics), progress],
     )
+    progress.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # the raw {'loss': …} dicts: metrics.jsonl and the bar hold them
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))

@@ -128,6 +128,7 @@ class MultitaskTrainer(Trainer):
         self.causal = causal
         self.task_names = task_names
         self.distillation = distillation or Distillation()
+        self.tokens_seen = 0
         self._task_sums: dict[str, list[float]] = defaultdict(list)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
@@ -141,6 +142,8 @@ class MultitaskTrainer(Trainer):
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         task_ids, weights, labels = inputs.pop("task_ids"), inputs.pop("weights"), inputs.pop("labels")
+        if model.training:  # for the progress bar's tokens/s (not logged: metrics stay timing-free)
+            self.tokens_seen += int(inputs["attention_mask"].sum())
         teacher = {name: inputs.pop(name) for name in TEACHER_FIELDS if name in inputs}
         if self.causal:
             first = first_logit_needed(labels)
