@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -166,3 +167,32 @@ def test_in_context_training_with_kd_and_in_context_eval(recorded_run: Path, tin
     bare = invoke_ok("eval", out, "--input", test_file, "--format", "gsm8k", "--limit", "2", "--max-new-tokens", "4",
                      "--in-context", "0", "--out", tmp_path / "bare.jsonl")  # fmt: skip
     assert "accuracy" in asked and "accuracy" in bare
+
+
+def test_an_edited_teacher_text_is_paired_by_the_edit_distance_alignment(recorded_run: Path, tmp_path: Path) -> None:
+    """A target holding the teacher's text with its whitespace rewritten is not found verbatim: its
+    tokens are paired by dp_align instead, and still mostly."""
+    from transformers import AutoTokenizer
+
+    from cotfactory.store import Store
+    from cotfactory.students.methods.base import TrainingExample
+
+    tokenizer = AutoTokenizer.from_pretrained(recorded_run / "teacher_tokenizer")
+    with Store.in_run(recorded_run) as store:
+        texts = {
+            key: tokenizer.decode(d.token_ids.tolist(), skip_special_tokens=True) for key, d in store.distributions()
+        }
+    texts = {key: text for key, text in texts.items() if len(text.split()) > 4}
+    assert texts
+
+    def coverage(edit: Any) -> int:
+        examples = [TrainingExample("cot", "Q ###", " " + edit(text), sample_key=key) for key, text in texts.items()]
+        features = [encode_example(e, tokenizer, True, {"cot": 0}, 64, 128) for e in examples]
+        store, teacher_tokenizer, vocabulary = open_distributions(str(recorded_run), tokenizer, align=False)
+        with store:
+            _, found, _ = build_teacher_targets(examples, features, store, teacher_tokenizer, tokenizer, vocabulary)
+        return found.aligned_tokens
+
+    verbatim = coverage(lambda text: text.strip())
+    edited = coverage(lambda text: "  ".join(text.split()))  # every blank doubled: nowhere verbatim
+    assert verbatim > 0 and edited > 0.3 * verbatim

@@ -6,7 +6,9 @@ teacher token (``token_alignment.align_positions``) receives that teacher token'
 distribution, its ids mapped into the student's vocabulary; every other label position keeps the
 hard label only. With the same tokenizer that pairs id-identical tokens; with ``--align`` it pairs
 tokens of different vocabularies that cover the same text (the exact case of Fu et al. 2023's
-dynamic-programming alignment, since the target holds the teacher's text verbatim).
+dynamic-programming alignment, since the target holds the teacher's text verbatim). A target that
+holds the teacher's text only edited (whitespace rewritten by a method) is paired by the
+edit-distance alignment instead (``token_alignment.dp_align``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from cotfactory.run_dir import RunDir
 from cotfactory.store import Store
 from cotfactory.students.features import IGNORE
 from cotfactory.students.methods.base import TrainingExample
-from cotfactory.students.token_alignment import VocabularyMap, align_positions, check_vocabularies, token_spans
+from cotfactory.students.token_alignment import (
+    VocabularyMap,
+    align_positions,
+    check_vocabularies,
+    dp_align,
+    token_spans,
+)
 
 ANCHOR = 40  # characters of the teacher's text looked up in the target to place it
 
@@ -115,13 +123,14 @@ def _place(
     teacher_text = teacher_tokenizer.decode(teacher_ids)
     target_ids = student_tokenizer(example.target, add_special_tokens=False)["input_ids"]
     target_text = student_tokenizer.decode(target_ids)
+    teacher_spans = token_spans(teacher_tokenizer, teacher_ids)
+    student_spans = token_spans(student_tokenizer, target_ids)
     core = teacher_text.lstrip()
     at = target_text.find(core[:ANCHOR]) if core else -1
-    if at < 0:
-        return None
-    offset = at - (len(teacher_text) - len(core))
-    teacher_spans = token_spans(teacher_tokenizer, teacher_ids)
-    pairs = align_positions(teacher_spans, offset, token_spans(student_tokenizer, target_ids))
+    if at >= 0:  # the target holds the teacher's text: tokens over the same characters pair exactly
+        pairs = align_positions(teacher_spans, at - (len(teacher_text) - len(core)), student_spans)
+    else:  # an edited text (whitespace, a cut): pair tokens by an edit-distance alignment of the texts
+        pairs = dp_align([teacher_text[a:b] for a, b in teacher_spans], [target_text[a:b] for a, b in student_spans])
     positions, rows = [], []
     for j, i in enumerate(pairs):
         # the j-th target token is the j-th labelled position (truncation keeps a prefix of the target)
