@@ -229,20 +229,27 @@ class TopKRecorder:
         import torch
 
         if self._last is not None:
-            self.chosen.append(self._last.gather(1, input_ids[:, -1:]).squeeze(1))
-        logprobs = torch.log_softmax(scores.float(), dim=-1)
-        top = logprobs.topk(self.k, dim=-1)
-        tail = torch.logsumexp(logprobs.scatter(1, top.indices, float("-inf")), dim=-1)
-        self.steps.append((top.indices.int().cpu(), top.values.cpu(), tail.cpu()))
-        self._last = logprobs
+            self.chosen.append(self._chosen_logprob(input_ids[:, -1:]))
+        logits = scores.float()
+        normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)  # two passes over the vocabulary, no copy
+        top = logits.topk(self.k, dim=-1)
+        top_logprobs = top.values - normalizer
+        # the tail: log(1 - mass of the top K); float16 storage makes the lost precision of a tiny tail moot
+        tail = torch.log1p(-torch.exp(torch.logsumexp(top_logprobs, dim=-1)).clamp(max=1.0))
+        self.steps.append((top.indices.int().cpu(), top_logprobs.cpu(), tail.cpu()))
+        self._last = (logits, normalizer)
         return scores
+
+    def _chosen_logprob(self, tokens: Any) -> Any:
+        logits, normalizer = self._last
+        return (logits.gather(1, tokens.to(logits.device)) - normalizer).squeeze(1)
 
     def finish(self, generated: Any) -> list[TokenDistributions]:
         """Each row's distributions over every step; ``generated`` is (rows, steps), the new tokens.
         The caller cuts each row to its own tokens."""
         import torch
 
-        self.chosen.append(self._last.gather(1, generated[:, -1:].to(self._last.device)).squeeze(1))
+        self.chosen.append(self._chosen_logprob(generated[:, -1:]))
         ids = torch.stack([s[0] for s in self.steps], dim=1).numpy()
         values = torch.stack([s[1] for s in self.steps], dim=1).numpy()
         tails = torch.stack([s[2] for s in self.steps], dim=1).numpy()
