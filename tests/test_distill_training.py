@@ -196,3 +196,36 @@ def test_an_edited_teacher_text_is_paired_by_the_edit_distance_alignment(recorde
     verbatim = coverage(lambda text: text.strip())
     edited = coverage(lambda text: "  ".join(text.split()))  # every blank doubled: nowhere verbatim
     assert verbatim > 0 and edited > 0.3 * verbatim
+
+
+def test_a_short_reply_ending_in_eos_keeps_its_teacher(tiny_llama: Path, tmp_path: Path) -> None:
+    """A reply shorter than the lookup anchor, recorded with the EOS that ended it, is still placed:
+    the EOS is in no target text and is left out of the lookup."""
+    from helpers import make_sample
+    from transformers import AutoTokenizer
+
+    from cotfactory.distributions import TokenDistributions
+    from cotfactory.store import Store
+    from cotfactory.students.methods.base import TrainingExample
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    ids = tokenizer("So 7.", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    k = 3
+    recorded = TokenDistributions.build(ids, [-0.1] * len(ids), [[i, 0, 1] for i in ids], [[-0.1, -3, -4]] * len(ids))
+    sample = make_sample("7", "So 7.", distributions=recorded)
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    tokenizer.save_pretrained(run.teacher_tokenizer)
+    with Store(run.store) as store:
+        store.add_samples([sample])
+    example = TrainingExample("cot", "Q ###", " So 7. --> 7", sample_key=sample.key)
+    feature = encode_example(example, tokenizer, True, {"cot": 0}, 64, 64)
+    store, teacher_tokenizer, vocabulary = open_distributions(str(run.path), tokenizer, align=False)
+    with store:
+        targets, coverage, found_k = build_teacher_targets(
+            [example], [feature], store, teacher_tokenizer, tokenizer, vocabulary
+        )
+    assert found_k == k and coverage.with_teacher == 1
+    placed = targets[0]
+    assert placed is not None and len(placed.positions) >= len(ids) - 2  # all but the first (" So" vs "So") and EOS
+    assert [feature["labels"][p] for p in placed.positions] == placed.ids[:, 0].tolist()  # each the teacher's top-1

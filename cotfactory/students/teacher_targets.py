@@ -120,6 +120,9 @@ def _place(
     if found is None or not len(found):
         return None
     teacher_ids = found.token_ids.tolist()
+    special = set(teacher_tokenizer.all_special_ids)
+    while teacher_ids and teacher_ids[-1] in special:  # the EOS that ended the reply is in no target text
+        teacher_ids.pop()
     teacher_text = teacher_tokenizer.decode(teacher_ids)
     target_ids = student_tokenizer(example.target, add_special_tokens=False)["input_ids"]
     target_text = student_tokenizer.decode(target_ids)

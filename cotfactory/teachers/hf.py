@@ -102,7 +102,10 @@ class HFTeacher(Teacher[HFOptions]):
                 yield members[start : start + size]
 
     def _encode(self, prompt: RenderedPrompt) -> list[int]:
-        return self.tokenizer(self.prompt_text(prompt), add_special_tokens=prompt.text is not None)["input_ids"]
+        ids = self.tokenizer(self.prompt_text(prompt), add_special_tokens=prompt.text is not None)["input_ids"]
+        if ids and ids[-1] == self.tokenizer.eos_token_id:  # a tokenizer that ends every text (ByT5's) must
+            ids = ids[:-1]  # not end the prompt: the model would read a finished text, as no student is taught
+        return ids
 
     def generate_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
         import torch
