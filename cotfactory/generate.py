@@ -201,7 +201,8 @@ def _export(run_dir: RunDir, prepared: Prepared, store: Store) -> dict[str, Any]
             yield sample
 
     export_samples(run_dir, counted(), prepared.by_id.get)
-    export_distributions(run_dir, prepared.plan.request_keys(), store.distributions)
+    if store.distribution_bytes()[1]:  # only a --logprobs run pays for a second walk over the plan's keys
+        export_distributions(run_dir, prepared.plan.request_keys(), store.distributions)
     return totals
 
 

@@ -115,10 +115,9 @@ class Store:
         returns how many were new. ``replace``: a successful sample replaces a stored one of the same key
         (sent again for a larger --logprobs K: its text and its distributions must come from one reply);
         a failed one never replaces anything."""
-        samples = list(samples)
         columns = "(key, problem_id, failed, prompt_tokens, completion_tokens, body) VALUES (?, ?, ?, ?, ?, ?)"
+        added = 0
         with self._transaction():
-            before = self._db.total_changes
             for sample in samples:
                 verb = "INSERT OR REPLACE" if replace and not sample.failed else "INSERT OR IGNORE"
                 row = (
@@ -129,17 +128,17 @@ class Store:
                     sample.completion_tokens,
                     sample.model_dump_json(),
                 )
-                self._db.execute(f"{verb} INTO samples {columns}", row)
-            added = self._db.total_changes - before
-            for sample in samples:
-                if sample.distributions is not None and not sample.failed:
+                stored = self._db.execute(f"{verb} INTO samples {columns}", row).rowcount
+                added += stored
+                if stored and sample.distributions is not None and not sample.failed:
                     found = sample.distributions
-                    verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
                     self._db.execute(
-                        f"{verb} INTO distributions VALUES (?, ?, ?, ?)",
+                        "INSERT OR REPLACE INTO distributions VALUES (?, ?, ?, ?)",
                         (sample.key, found.k, len(found), found.to_bytes()),
                     )
-            return added
+                elif stored and replace:  # a reply without distributions: an older one belongs to other text
+                    self._db.execute("DELETE FROM distributions WHERE sample_key = ?", (sample.key,))
+        return added
 
     def done_keys(self) -> set[str]:
         return {key for (key,) in self._db.execute("SELECT key FROM samples")}

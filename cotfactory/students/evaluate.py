@@ -370,7 +370,7 @@ def _with_demonstrations(student: Student, trained: StudentDir, method: str, k: 
     from cotfactory.students.in_context import InContextStudent, pick_demonstrations
     from cotfactory.students.methods.base import TrainingExample
 
-    trained_k = read_student(str(trained.path))["config"].get("in_context", 0) if trained.is_student() else 0
+    trained_k = student.info.get("config", {}).get("in_context", 0)  # student.json, read when it loaded
     k = trained_k if k is None else k
     if not k:
         return student
