@@ -76,3 +76,21 @@ def test_mcnemar_exact() -> None:
     assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)  # all 10 discordant one way
     assert mcnemar_p(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 1024)  # = 0.109
     assert mcnemar_p(8, 2) == mcnemar_p(2, 8)
+
+
+def test_eval_in_steps_gives_the_predictions_of_one_pass(tmp_path: Path) -> None:
+    """eval predicts a few batches of problems at a time (to show the running accuracy): the
+    predictions, their order and their correctness are those of one pass over every problem."""
+    from cotfactory.records import Problem
+    from cotfactory.students.evaluate import PROBLEMS_PER_STEP, predict_with_progress
+    from cotfactory.students.methods.label_only import predict
+
+    student, _ = _student(tmp_path)
+    problems = [
+        Problem(id=f"p{i}", question=f"What is {i} + {i}?" + " pad" * (i % 5), gold=str(2 * i), answer_type="number")
+        for i in range(2 * 3 * PROBLEMS_PER_STEP + 5)  # two whole steps and a short one
+    ]
+    stepped = predict_with_progress(predict, student, problems)
+    whole = predict(student, problems)
+    assert [p.problem.id for p in stepped] == [p.id for p in problems]
+    assert [(p.text, p.answer, p.correct) for p in stepped] == [(p.text, p.answer, p.correct) for p in whole]

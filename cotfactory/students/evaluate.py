@@ -58,14 +58,11 @@ class Student:
         """Greedy continuations, batched (longest first, so a batch pads little)."""
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         texts = [""] * len(prompts)
-        with _progress() as progress:
-            task = progress.add_task("eval: writing", total=len(prompts))
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                written = self._write_batch([prompts[i] for i in chunk], max_new_tokens or self.max_new_tokens)
-                for i, text in zip(chunk, written, strict=True):
-                    texts[i] = text
-                progress.advance(task, len(chunk))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            written = self._write_batch([prompts[i] for i in chunk], max_new_tokens or self.max_new_tokens)
+            for i, text in zip(chunk, written, strict=True):
+                texts[i] = text
         return texts
 
     def _write_batch(self, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -110,16 +107,13 @@ class Student:
             groups.setdefault(tuple(context), []).append(i)
         contexts = sorted(groups, key=len, reverse=True)
         scores = [0.0] * len(encoded)
-        with _progress() as progress:
-            task = progress.add_task("eval: scoring choices", total=len(contexts))
-            for start in range(0, len(contexts), self.batch_size):
-                chunk = contexts[start : start + self.batch_size]
-                items = [(list(context), [encoded[i][1] for i in groups[context]]) for context in chunk]
-                scored = self._score_shared(items) if self.causal else self._score_seq2seq(items)
-                for context, values in zip(chunk, scored, strict=True):
-                    for i, value in zip(groups[context], values, strict=True):
-                        scores[i] = value
-                progress.advance(task, len(chunk))
+        for start in range(0, len(contexts), self.batch_size):
+            chunk = contexts[start : start + self.batch_size]
+            items = [(list(context), [encoded[i][1] for i in groups[context]]) for context in chunk]
+            scored = self._score_shared(items) if self.causal else self._score_seq2seq(items)
+            for context, values in zip(chunk, scored, strict=True):
+                for i, value in zip(groups[context], values, strict=True):
+                    scores[i] = value
         return scores
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -297,16 +291,32 @@ class EvalResult:
         return numbers
 
 
-def _progress() -> Progress:
-    """A transient bar on stderr: it shows while prompts are worked through, then leaves the results."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
+PROBLEMS_PER_STEP = 4  # batches' worth of problems predicted between two updates of the running accuracy
+
+
+def predict_with_progress(predict: Any, student: Any, problems: list[Problem]) -> list[Prediction]:
+    """The method's predictions, a few batches of problems at a time, under a transient bar on stderr
+    that shows the problems done and the running accuracy with its 95 % interval."""
+    step = max(1, student.batch_size * PROBLEMS_PER_STEP)
+    predictions: list[Prediction] = []
+    progress = Progress(
+        TextColumn("[bold]eval"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[accuracy]}"),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
     )
+    with progress:
+        task = progress.add_task("eval", total=len(problems), accuracy="")
+        for start in range(0, len(problems), step):
+            predictions += predict(student, problems[start : start + step])
+            correct = sum(p.correct for p in predictions)
+            low, high = wilson_interval(correct, len(predictions))
+            accuracy = f"accuracy {correct / len(predictions):.3f} [{low:.3f}, {high:.3f}]"
+            progress.update(task, completed=len(predictions), accuracy=accuracy)
+    return predictions
 
 
 def run_eval(
@@ -335,7 +345,7 @@ def run_eval(
     assert predict is not None  # check_method refuses a method without one
     student: Any = Student(folder, batch_size, max_new_tokens, explain)
     student = _with_demonstrations(student, trained, name, in_context)
-    predictions = predict(student, problems)
+    predictions = predict_with_progress(predict, student, problems)
     agreements = [a for a in (p.rationale_agrees for p in predictions) if a is not None]
     rationale_correct = [c for c in (p.rationale_correct for p in predictions) if c is not None]
     path = Path(out) if out else trained.predictions
