@@ -8,6 +8,11 @@ setting drew the text (a grid mixes several); a distillation loss applies its ow
 Stored as one packed blob per sample (``to_bytes``): int32 ids and float16 log-probabilities,
 6·K + 8 bytes per token — 128 bytes at K = 20 — kept in the store's ``distributions`` table beside
 (not inside) the sample rows, and exported to ``distributions.parquet``.
+
+Ids belong to the teacher's tokenizer, saved with the run. An API teacher given no tokenizer returns
+token strings only: its ids then index ``strings``, the reply's own list, and the store turns them into
+ids of the run's string vocabulary (its ``token_strings`` table) in the transaction that keeps the
+sample, so a student is later aligned to those strings by text (``--align``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class TokenDistributions:
     top_ids: np.ndarray  # (n, K) int32: the K most likely tokens at each position, most likely first
     top_logprobs: np.ndarray  # (n, K) float16
     tail: np.ndarray  # (n,) float16: log of the probability mass outside the top K (-inf: none)
+    strings: tuple[str, ...] | None = None  # set: ids index these token strings, not a tokenizer's vocabulary
 
     @property
     def k(self) -> int:
@@ -44,6 +50,7 @@ class TokenDistributions:
         top_ids: list[list[int]] | np.ndarray,
         top_logprobs: list[list[float]] | np.ndarray,
         tail: list[float] | np.ndarray | None = None,
+        strings: tuple[str, ...] | None = None,
     ) -> TokenDistributions:
         """From plain lists; ``tail`` defaults to log(1 − Σ top probabilities), computed in float64."""
         k = len(top_ids[0]) if len(top_ids) else 0
@@ -58,9 +65,21 @@ class TokenDistributions:
             np.asarray(top_ids, dtype=np.int32).reshape(-1, k),
             top_lp.astype(np.float16),
             np.asarray(tail, dtype=np.float16),
+            strings,
+        )
+
+    def with_ids(self, ids: np.ndarray) -> TokenDistributions:
+        """The same distributions with every id ``i`` ≥ 0 replaced by ``ids[i]`` (-1 stays), ``strings`` dropped."""
+
+        def remap(a: np.ndarray) -> np.ndarray:
+            return np.where(a >= 0, ids[np.clip(a, 0, None)], -1).astype(np.int32)
+
+        return TokenDistributions(
+            remap(self.token_ids), self.token_logprobs, remap(self.top_ids), self.top_logprobs, self.tail
         )
 
     def to_bytes(self) -> bytes:
+        assert self.strings is None, "ids of a reply's own strings are stored only as run-wide ids"
         return b"".join(
             np.ascontiguousarray(a).tobytes()
             for a in (self.token_ids, self.top_ids, self.token_logprobs, self.top_logprobs, self.tail)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,26 +30,26 @@ from cotfactory.errors import ConfigError
 from cotfactory.export import export_distributions, export_samples
 from cotfactory.hashing import stable_hash
 from cotfactory.plan import Contrast, Plan, SamplingGrid
-from cotfactory.problems import load_problems
+from cotfactory.problems import ProblemFile, open_problems
 from cotfactory.prompts import Template, load_template
-from cotfactory.records import Problem, Sample
+from cotfactory.records import Problem, Request, Sample
 from cotfactory.run_dir import RunDir, write_json_atomic
 from cotfactory.store import Store
 from cotfactory.teachers import make_teacher
 from cotfactory.teachers.base import Teacher
 
 FAILED_SHOWN = 10  # failed samples listed by the summary
+_CHUNK = 500  # request keys looked up in the store at a time
 
 
 @dataclass
 class Prepared:
     config: GenerateConfig
-    problems: list[Problem]
+    problems: ProblemFile  # read from the input file on each pass over the plan, never all held
     templates: list[Template]
     teacher: Teacher
     plan: Plan
     prices: dict[str, dict[str, float]]
-    by_id: dict[str, Problem]  # the problems by id, shared by the teacher, the answer filler and the export
 
 
 @dataclass
@@ -68,6 +69,7 @@ class GenerateResult:
     budget_stopped: bool = False
     distribution_bytes: int = 0  # --logprobs: the recorded distributions' size, and the tokens they cover
     distribution_tokens: int = 0
+    token_strings: int = 0  # --logprobs with no tokenizer: the run's vocabulary of token strings
 
     @property
     def exit_code(self) -> int:
@@ -79,7 +81,7 @@ class GenerateResult:
 
 def prepare(config: GenerateConfig) -> Prepared:
     """Everything that can fail on bad input, with nothing written anywhere."""
-    problems = load_problems(
+    problems = open_problems(
         config.format,
         config.input,
         question_field=config.question_field,
@@ -105,8 +107,6 @@ def prepare(config: GenerateConfig) -> Prepared:
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
     teacher = make_teacher(config.teacher, config.retry_tokens)
     teacher.logprobs_k = config.logprobs
-    by_id = {p.id: p for p in problems}
-    teacher.attach_problems(by_id)
     plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
     checked: set[str] = set()
     for request in itertools.islice(plan.requests(), len(plan) // len(problems)):  # the first problem's requests
@@ -114,7 +114,7 @@ def prepare(config: GenerateConfig) -> Prepared:
             teacher.check_prompt(request.prompt)
             checked.add(request.template)
     prices = load_prices(config.price_table) if config.price_table else {}
-    return Prepared(config, problems, templates, teacher, plan, prices, by_id)
+    return Prepared(config, problems, templates, teacher, plan, prices)
 
 
 def _check_templates_fit(config: GenerateConfig, templates: list[Template]) -> None:
@@ -159,17 +159,19 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             write_json_atomic(run_dir.config, {**config.model_dump(), "cotfactory_version": __version__})
             store.set_meta("config", config.model_dump())
             store.put_problems(prepared.problems)
+            problem_of = _problem_lookup(store)
+            teacher.attach_problems(problem_of)
             if config.retry_failed:
                 store.forget_failed()
             if config.logprobs:
                 _save_teacher_tokenizer(run_dir, teacher)
-            result, plan_digest = await _send_pending(prepared, store, console)
+            result, plan_digest = await _send_pending(prepared, store, problem_of, console)
             fingerprint = stable_hash([plan_digest, store.samples_version()])
             exported = run_dir.samples.exists() and run_dir.samples_dataset.exists()
             totals = store.get_meta("export_totals")
             if not exported or totals is None or store.get_meta("export_fingerprint") != fingerprint:
                 run_dir.remove_stale_temporaries([run_dir.distributions])
-                totals = _export(run_dir, prepared, store)
+                totals = _export(run_dir, prepared, store, problem_of)
                 store.set_meta("export_totals", totals)
                 store.set_meta("export_fingerprint", fingerprint)
             result.stored = totals["stored"]
@@ -179,13 +181,22 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             result.completion_tokens = totals["completion_tokens"]
             result.cost_usd = _cost(prepared, result)
             result.distribution_bytes, result.distribution_tokens = store.distribution_bytes()
+            result.token_strings = len(store.token_strings())
             result.elapsed_s = time.monotonic() - started
         return result
     finally:
         await teacher.aclose()
 
 
-def _export(run_dir: RunDir, prepared: Prepared, store: Store) -> dict[str, Any]:
+def _problem_lookup(store: Store) -> Callable[[str], Problem | None]:
+    """A problem by id from the store; the plan walks problem by problem, so a small cache answers
+    nearly every lookup."""
+    return functools.lru_cache(maxsize=256)(store.problem)
+
+
+def _export(
+    run_dir: RunDir, prepared: Prepared, store: Store, problem_of: Callable[[str], Problem | None]
+) -> dict[str, Any]:
     """Stream the plan's stored samples, in plan order, into the exports; return their totals."""
     totals: dict[str, Any] = {"stored": 0, "failed": 0, "failed_keys": [], "prompt_tokens": 0, "completion_tokens": 0}
 
@@ -200,43 +211,46 @@ def _export(run_dir: RunDir, prepared: Prepared, store: Store) -> dict[str, Any]
                     totals["failed_keys"].append(sample.key)
             yield sample
 
-    export_samples(run_dir, counted(), prepared.by_id.get)
+    export_samples(run_dir, counted(), problem_of)
     if store.distribution_bytes()[1]:  # only a --logprobs run pays for a second walk over the plan's keys
         export_distributions(run_dir, prepared.plan.request_keys(), store.distributions)
+        if strings := store.token_strings():  # the ids' strings, for a user who loads the parquet file
+            write_json_atomic(run_dir.teacher_token_strings, strings)
     return totals
 
 
 def _save_teacher_tokenizer(run_dir: RunDir, teacher: Teacher) -> None:
-    """The vocabulary the recorded token ids belong to travels with the run (training decodes them)."""
-    if not (run_dir.teacher_tokenizer / "tokenizer_config.json").exists():
-        teacher.tokenizer_for_distributions().save_pretrained(str(run_dir.teacher_tokenizer))
+    """The vocabulary the recorded token ids belong to travels with the run (training decodes them);
+    a teacher without one records token strings, kept in the store."""
+    tokenizer = teacher.tokenizer_for_distributions()
+    if tokenizer is not None and not (run_dir.teacher_tokenizer / "tokenizer_config.json").exists():
+        tokenizer.save_pretrained(str(run_dir.teacher_tokenizer))
 
 
-async def _send_pending(prepared: Prepared, store: Store, console: Console) -> tuple[GenerateResult, str]:
+async def _send_pending(
+    prepared: Prepared, store: Store, problem_of: Callable[[str], Problem | None], console: Console
+) -> tuple[GenerateResult, str]:
     """Send the requests the store lacks; returns the result so far and a digest of the plan's keys."""
     config, plan, teacher = prepared.config, prepared.plan, prepared.teacher
-    done = store.done_keys()
-    if config.logprobs:  # stored without distributions of this K: sent again, the reply replaces the sample
-        done -= store.lacking_distributions(config.logprobs)
     digest = hashlib.sha256()
     pending_count = 0
-    for key in plan.request_keys():
-        digest.update(key.encode())
-        pending_count += key not in done
+    keys = plan.request_keys()
+    while chunk := list(itertools.islice(keys, _CHUNK)):
+        digest.update("".join(chunk).encode())
+        pending_count += len(chunk) - len(store.done_among(chunk, config.logprobs))
     used = sum(store.token_totals())
     budget = TokenBudget(config.max_total_tokens, used=used, retry_tokens=config.retry_tokens)
-    problems = prepared.by_id
     templates = {t.name: t for t in prepared.templates}
     result = GenerateResult(Path(config.out), planned=len(plan), stored=0, new=0, requests_sent=0)
     if pending_count == 0:
         return result, digest.hexdigest()
-    pending = budget.gate(r for r in plan.requests() if r.key not in done)
+    pending = budget.gate(_pending(plan.requests(), store, config.logprobs))
     with _progress(console) as progress:
         task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
         t0, tokens, errors = time.monotonic(), 0, 0
         async for samples in teacher.generate(pending):
             for sample in samples:
-                _fill_answer(sample, problems, templates)
+                _fill_answer(sample, problem_of, templates)
                 budget.settle(sample)
             result.new += store.add_samples(samples, replace=bool(config.logprobs))
             tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
@@ -249,9 +263,19 @@ async def _send_pending(prepared: Prepared, store: Store, console: Console) -> t
     return result, digest.hexdigest()
 
 
-def _fill_answer(sample: Sample, problems: dict[str, Problem], templates: dict[str, Template]) -> None:
+def _pending(requests: Iterator[Request], store: Store, logprobs_k: int) -> Iterator[Request]:
+    """The requests the store lacks (or holds without distributions of this --logprobs K: sent again,
+    the reply replaces the sample), asked of the store a chunk at a time."""
+    while chunk := list(itertools.islice(requests, _CHUNK)):
+        done = store.done_among([r.key for r in chunk], logprobs_k)
+        yield from (r for r in chunk if r.key not in done)
+
+
+def _fill_answer(sample: Sample, problem_of: Callable[[str], Problem | None], templates: dict[str, Template]) -> None:
     template = templates.get(sample.request.template)
-    answers.fill_answer(sample, problems[sample.request.problem_id], template.spec.answer_pattern if template else None)
+    problem = problem_of(sample.request.problem_id)
+    assert problem is not None  # stored before any request was sent
+    answers.fill_answer(sample, problem, template.spec.answer_pattern if template else None)
 
 
 def _progress(console: Console) -> Progress:
@@ -294,6 +318,8 @@ def print_summary(result: GenerateResult, console: Console) -> None:
     if result.distribution_tokens:
         per_token = result.distribution_bytes / result.distribution_tokens
         rows.append(("distributions", f"{result.distribution_tokens:,} tokens, {per_token:.0f} bytes/token"))
+    if result.token_strings:
+        rows.append(("token strings", f"{result.token_strings:,} (no tokenizer given: students distil with --align)"))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

@@ -1,7 +1,8 @@
 """The sampling plan: problems × templates × temperatures × seeds × samples → requests.
 
 The plan is a lazy stream in a fixed order (problem-major, so a partial run covers whole problems),
-rendered on demand: a run over 100k problems never holds 100k prompts in memory.
+rendered on demand: a run over 100k problems never holds 100k prompts in memory. Its problems may be a
+list or a ``ProblemFile`` (read from the input file on each pass), so neither do they have to be held.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from cotfactory.perturb import Perturbation, display_answer, perturbed_answer
+from cotfactory.problems import ProblemFile
 from cotfactory.prompts import Template
 from cotfactory.records import Problem, Request
 
@@ -39,7 +41,7 @@ class Contrast:
 
 @dataclass(frozen=True)
 class Plan:
-    problems: Sequence[Problem]
+    problems: Sequence[Problem] | ProblemFile
     templates: Sequence[Template]
     grid: SamplingGrid
     teacher: str

@@ -1,17 +1,21 @@
-"""Dataset loaders: files → ``list[Problem]``.
+"""Dataset loaders: files → ``list[Problem]``, or a ``ProblemFile`` read again on each pass.
 
 A format is a loader in ``LOADERS``: a generator of ``(Where, Problem)`` pairs in file order. The
 built-in ones live one dataset family a module in ``cotfactory.loaders`` and are registered here by
 lazy ``"module:attr"`` path, so a run imports only the loader it reads with. User code adds one with
 ``LOADERS.register(name, loader)`` or the ``@register_loader(name)`` decorator.
 
-``load_problems`` looks the format up, checks ids are unique, then applies ``shard`` and ``limit``.
+``load_problems`` looks the format up, checks ids are unique, then applies ``shard`` and ``limit``;
+``open_problems`` does the same on every pass over the file, holding no problem longer than a pass needs it.
 ``Where`` is the place a record came from (``file:line`` for line-oriented files, ``file[index]`` for
 JSON arrays) so that every bad input becomes a one-line ``DataError`` naming it.
 """
 
 from __future__ import annotations
 
+import array
+import collections
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import get_args
@@ -26,9 +30,11 @@ __all__ = [
     "Entry",
     "LoadOptions",
     "Loader",
+    "ProblemFile",
     "Where",
     "available_formats",
     "load_problems",
+    "open_problems",
     "register_loader",
 ]
 
@@ -73,6 +79,36 @@ def load_problems(
     ``answer_field=None`` ignores gold answers altogether. An unknown ``format`` is a ConfigError
     that names the closest known one.
     """
+    return list(
+        open_problems(
+            format,
+            path,
+            question_field=question_field,
+            answer_field=answer_field,
+            id_field=id_field,
+            choices_field=choices_field,
+            answer_type=answer_type,
+            limit=limit,
+            shard=shard,
+        )
+    )
+
+
+def open_problems(
+    format: str,
+    path: str | Path,
+    *,
+    question_field: str = "question",
+    answer_field: str | None = "answer",
+    id_field: str = "id",
+    choices_field: str = "choices",
+    answer_type: str | None = None,
+    limit: int | None = None,
+    shard: tuple[int, int] | None = None,
+) -> ProblemFile:
+    """The problems of ``path`` as a :class:`ProblemFile`: read again on every pass, never all held in
+    memory (``load_problems`` says what the arguments mean). Bad arguments fail here; bad records fail
+    on the first pass."""
     loader = LOADERS.get(format)
     _check_selection(limit, shard)
     if answer_type is not None and answer_type not in get_args(AnswerType):
@@ -86,7 +122,70 @@ def load_problems(
         choices_field=choices_field,
         answer_type=answer_type,
     )
-    return _select(loader(path, options), path, limit, shard)
+    return ProblemFile(path, lambda: loader(path, options), limit, shard)
+
+
+class ProblemFile:
+    """The selected problems of one input file, read from the file on each pass.
+
+    A run over a million problems walks its plan several times (check, send, export); holding every
+    ``Problem`` would make its memory grow with the dataset, reading the file again does not. Ids are
+    checked unique with 8 bytes a problem (a hash each, sorted once the pass ends); ``len()`` is the
+    count of the first whole pass, and a later pass that counts otherwise means the file changed.
+    """
+
+    def __init__(
+        self, path: Path, entries: Callable[[], Iterator[Entry]], limit: int | None, shard: tuple[int, int] | None
+    ):
+        self.path = path
+        self._entries = entries
+        self._limit = limit
+        self._shard = shard
+        self._count: int | None = None
+
+    def __len__(self) -> int:
+        if self._count is None:
+            collections.deque(self, maxlen=0)
+        assert self._count is not None
+        return self._count
+
+    def __iter__(self) -> Iterator[Problem]:
+        """Unique ids over the whole read, then the shard, then the limit (which stops the read)."""
+        limit, shard = self._limit, self._shard
+        id_hashes = array.array("Q")
+        kept = 0
+        for position, (_, problem) in enumerate(self._entries()):
+            id_hashes.append(_id_hash(problem.id))
+            if shard is not None and position % shard[1] != shard[0]:
+                continue
+            yield problem
+            kept += 1
+            if limit is not None and kept >= limit:
+                break
+        if not id_hashes:
+            raise DataError(f"{self.path}: empty file (no problems)")
+        self._check_unique(id_hashes)
+        if self._count is None:
+            self._count = kept
+        elif kept != self._count:
+            raise DataError(f"{self.path}: changed while it was being read ({self._count} problems, now {kept})")
+
+    def _check_unique(self, id_hashes: array.array) -> None:
+        ordered = sorted(id_hashes)
+        clashes = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
+        if not clashes:
+            return
+        first_seen: dict[str, Where] = {}  # only the ids whose hash clashed: a second read finds the places
+        for where, problem in self._entries():
+            if _id_hash(problem.id) not in clashes:
+                continue
+            first = first_seen.setdefault(problem.id, where)
+            if first is not where:
+                raise where.error(f"duplicate id {problem.id!r} (first {first.brief()})")
+
+
+def _id_hash(problem_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(problem_id.encode(), digest_size=8).digest(), "little")
 
 
 def _check_selection(limit: int | None, shard: tuple[int, int] | None) -> None:
@@ -96,21 +195,3 @@ def _check_selection(limit: int | None, shard: tuple[int, int] | None) -> None:
         index, count = shard
         if count < 1 or not 0 <= index < count:
             raise ConfigError(f"shard {index}/{count}: need N >= 1 and 0 <= I < N")
-
-
-def _select(entries: Iterator[Entry], path: Path, limit: int | None, shard: tuple[int, int] | None) -> list[Problem]:
-    """Unique ids over the whole read, then the shard, then the limit (which stops the read)."""
-    first_seen: dict[str, Where] = {}
-    kept: list[Problem] = []
-    for position, (where, problem) in enumerate(entries):
-        first = first_seen.setdefault(problem.id, where)
-        if first is not where:
-            raise where.error(f"duplicate id {problem.id!r} (first {first.brief()})")
-        if shard is not None and position % shard[1] != shard[0]:
-            continue
-        kept.append(problem)
-        if limit is not None and len(kept) >= limit:
-            break
-    if not first_seen:
-        raise DataError(f"{path}: empty file (no problems)")
-    return kept

@@ -8,6 +8,7 @@ the atomic writers below, so a killed command never leaves a half-written export
       config.json         the generate configuration
       samples.jsonl       dataset/     every sample, exported after generate
       distributions.parquet  teacher_tokenizer/   the teacher's top-K logprobs per token (--logprobs K)
+                          (teacher_token_strings.json instead of the tokenizer when none was given)
       filtered.jsonl      filtered/    funnel.json      what the filter kept, and why
       pipeline.json       fingerprints of the pipeline stages that ran
       report/             report.html, report.json, plots
@@ -86,6 +87,7 @@ class RunDir(_Folder):
     samples_dataset = Inside("dataset")
     distributions = Inside("distributions.parquet")  # the teacher's top-K per token (generate --logprobs)
     teacher_tokenizer = Inside("teacher_tokenizer")  # the vocabulary of those token ids
+    teacher_token_strings = Inside("teacher_token_strings.json")  # or, recorded with no tokenizer, their strings
     filtered = Inside("filtered.jsonl")
     filtered_dataset = Inside("filtered")
     funnel = Inside("funnel.json")

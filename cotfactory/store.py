@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cotfactory.distributions import TokenDistributions
 from cotfactory.records import Problem, Sample, Verdict
 from cotfactory.run_dir import RunDir
@@ -43,6 +45,7 @@ CREATE TABLE IF NOT EXISTS distributions (
     tokens INTEGER NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS token_strings (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS scores (
     sample_key TEXT NOT NULL,
     scorer TEXT NOT NULL,
@@ -131,7 +134,7 @@ class Store:
                 stored = self._db.execute(f"{verb} INTO samples {columns}", row).rowcount
                 added += stored
                 if stored and sample.distributions is not None and not sample.failed:
-                    found = sample.distributions
+                    found = self._run_wide(sample.distributions)
                     self._db.execute(
                         "INSERT OR REPLACE INTO distributions VALUES (?, ?, ?, ?)",
                         (sample.key, found.k, len(found), found.to_bytes()),
@@ -140,15 +143,35 @@ class Store:
                     self._db.execute("DELETE FROM distributions WHERE sample_key = ?", (sample.key,))
         return added
 
-    def done_keys(self) -> set[str]:
-        return {key for (key,) in self._db.execute("SELECT key FROM samples")}
+    def _run_wide(self, found: TokenDistributions) -> TokenDistributions:
+        """Distributions over a reply's own token strings, with ids of the run's string vocabulary
+        (each new string gets the next id); inside the caller's transaction, so a string's id is kept
+        exactly when a sample that uses it is."""
+        if found.strings is None:
+            return found
+        self._db.executemany("INSERT OR IGNORE INTO token_strings (text) VALUES (?)", ((s,) for s in found.strings))
+        ids: dict[str, int] = {}
+        for start in range(0, len(found.strings), _CHUNK):
+            chunk = found.strings[start : start + _CHUNK]
+            rows = self._db.execute(
+                f"SELECT text, id - 1 FROM token_strings WHERE text IN ({','.join('?' * len(chunk))})", chunk
+            )
+            ids.update(rows)
+        return found.with_ids(np.array([ids[s] for s in found.strings], dtype=np.int64))
 
-    def lacking_distributions(self, k: int) -> set[str]:
-        """Keys of successful samples stored without distributions of at least ``k`` tokens per position."""
+    def token_strings(self) -> list[str]:
+        """The run's string vocabulary (an API teacher recorded with no tokenizer): the text of each id."""
+        return [text for (text,) in self._db.execute("SELECT text FROM token_strings ORDER BY id")]
+
+    def done_among(self, keys: list[str], logprobs_k: int = 0) -> set[str]:
+        """Those of ``keys`` (at most a few hundred) that need no sending: stored, and — when
+        ``logprobs_k`` > 0 — either failed for good or stored with distributions of at least K per token
+        (a success without them is sent again and replaced). Asked a chunk at a time, so a run never
+        holds the keys of every stored sample."""
         rows = self._db.execute(
             "SELECT s.key FROM samples s LEFT JOIN distributions d ON d.sample_key = s.key"
-            " WHERE s.failed = 0 AND (d.k IS NULL OR d.k < ?)",
-            (k,),
+            f" WHERE s.key IN ({','.join('?' * len(keys))}) AND (? = 0 OR s.failed = 1 OR d.k >= ?)",
+            (*keys, logprobs_k, logprobs_k),
         )
         return {key for (key,) in rows}
 

@@ -123,3 +123,51 @@ def test_logprobs_recorded_through_the_openai_api(llama_server: str, tmp_path: P
         # most likely first, and the chosen token's logprob is at most the top one's
         assert (dist.top_logprobs[:, :-1] >= dist.top_logprobs[:, 1:]).all()
         assert (dist.token_logprobs <= dist.top_logprobs[:, 0] + 1e-3).all()
+
+
+def test_logprobs_without_a_tokenizer_keep_the_token_strings(llama_server: str, tmp_path: Path) -> None:
+    """No --tokenizer: the server's token strings are kept in the run's string vocabulary (numbered in the
+    sample's own transaction), they rebuild each sample's text, a second run sends nothing and adds no
+    string, and a student of another vocabulary distils from them with --align (refused without)."""
+    import json
+
+    from cotfactory.store import Store
+
+    out = tmp_path / "strings"
+    args = [
+        "generate", "--input", str(ROOT / "data" / "gsm8k" / "test_sample.jsonl"), "--format", "gsm8k",
+        "--limit", "2", "--teacher", "openai", "--model", "smollm2", "--base-url", llama_server,
+        "--api-key-env", "", "--temperatures", "0.7", "--seeds", "1", "--max-tokens", "24",
+        "--length-retry-tokens", "0", "--logprobs", "4", "--template", "zero-shot-cot", "--out", str(out),
+    ]  # fmt: skip
+    code, output = invoke(*args)
+    assert code == 0, output
+    assert "token strings" in output and "--align" in output
+    assert not (out / "teacher_tokenizer").exists()
+    with Store.in_run(out) as store:
+        strings = store.token_strings()
+        found = dict(store.distributions())
+        samples = {s.key: s for s in store.samples()}
+    assert len(found) == 2 and len(strings) == len(set(strings)) > 10
+    assert json.loads((out / "teacher_token_strings.json").read_text()) == strings
+    for key, dist in found.items():
+        assert dist.k == 4 and (dist.token_ids >= 0).all() and dist.top_ids.max() < len(strings)
+        assert "".join(strings[i] for i in dist.token_ids).strip() == samples[key].text.strip()
+    code, output = invoke(*args)
+    assert code == 0 and "requests sent                │ 0" in output
+    with Store.in_run(out) as store:
+        assert store.token_strings() == strings
+
+    from helpers import write_jsonl
+
+    from cotfactory.run_dir import RunDir
+
+    rows = read_jsonl(out / "samples.jsonl")  # every sample a teaching record: 24 tokens state no answer
+    write_jsonl(RunDir(out).filtered, [{**r, "rationale": r["text"].strip(), "answer": r["gold"]} for r in rows])
+    student = ["train-student", str(out), "--method", "finetune-cot", "--student", "scratch:t5-tiny"]
+    student += ["--max-steps", "1", "--distill", "kd", "--out", str(tmp_path / "t5")]
+    code, output = invoke(*student)
+    assert code == 2 and "the token strings of" in output and "--align" in output
+    code, output = invoke(*student, "--align")
+    assert code == 0, output
+    assert "teacher distributions (K=4): 2/2 examples" in output

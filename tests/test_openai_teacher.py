@@ -226,8 +226,7 @@ def test_a_server_without_logprobs_is_refused_before_the_run(tmp_path: Path) -> 
     data = write_sums(tmp_path / "sums.jsonl", 3)
     out = tmp_path / "run"
     with FakeServer() as server:
-        code, output = invoke(*_args(server, data, out, "--logprobs", "5", "--tokenizer", "x"))
-    assert code == 2 and "returned no top logprobs for top_logprobs=5" in output
-    assert not out.exists()
-    code, output = invoke(*_args(server, data, out, "--logprobs", "5"))
-    assert code == 2 and "needs 'tokenizer'" in output
+        for tokenizer in (["--tokenizer", "x"], []):  # with or without one (token strings are kept then)
+            code, output = invoke(*_args(server, data, out, "--logprobs", "5", *tokenizer))
+            assert code == 2 and "returned no top logprobs for top_logprobs=5" in output
+            assert not out.exists()

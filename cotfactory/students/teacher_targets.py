@@ -24,6 +24,7 @@ from cotfactory.run_dir import RunDir
 from cotfactory.store import Store
 from cotfactory.students.features import IGNORE
 from cotfactory.students.methods.base import TrainingExample
+from cotfactory.students.string_vocabulary import StringVocabulary
 from cotfactory.students.token_alignment import (
     VocabularyMap,
     align_positions,
@@ -69,10 +70,14 @@ def open_distributions(path: str, student_tokenizer: Any, align: bool) -> tuple[
     if not Path(path).is_dir() or not run.has_store():
         raise ConfigError(f"{path}: --distill needs a run directory whose teacher distributions were recorded")
     store = Store(run.store)
-    if store.distribution_bytes()[1] == 0 or not run.teacher_tokenizer.is_dir():
+    strings = store.token_strings()
+    if store.distribution_bytes()[1] == 0 or not (run.teacher_tokenizer.is_dir() or strings):
         store.close()
         raise ConfigError(f"{path}: no teacher distributions recorded; run generate with --logprobs K first")
-    teacher_tokenizer = AutoTokenizer.from_pretrained(str(run.teacher_tokenizer))
+    if strings:  # an API teacher recorded without a tokenizer: its token strings are the vocabulary
+        teacher_tokenizer: Any = StringVocabulary(strings, f"the token strings of {path}")
+    else:
+        teacher_tokenizer = AutoTokenizer.from_pretrained(str(run.teacher_tokenizer))
     try:
         vocabulary = check_vocabularies(teacher_tokenizer, student_tokenizer, align)
     except ConfigError:

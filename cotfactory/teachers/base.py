@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,12 +58,13 @@ class Teacher(ABC, Generic[OptionsT]):
         """``retry_tokens``: max_tokens of the one retry after a 'length' finish (0: no retry)."""
         self.options: OptionsT = options
         self.retry_tokens = retry_tokens
-        self.problems: dict[str, Problem] = {}
+        self.problem_of: Callable[[str], Problem | None] = lambda problem_id: None
         self.logprobs_k = 0  # > 0: record the top-K distribution of every generated token (--logprobs)
 
-    def attach_problems(self, problems: dict[str, Problem]) -> None:
-        """The run's problems by id, for teachers that look a problem up (replay files are positional)."""
-        self.problems = problems
+    def attach_problems(self, problem_of: Callable[[str], Problem | None]) -> None:
+        """How to look the run's problems up by id, for teachers that need one (replay files are
+        positional); the run reads them from its store, holding none of them."""
+        self.problem_of = problem_of
 
     @property
     def model_label(self) -> str:
@@ -78,7 +79,8 @@ class Teacher(ABC, Generic[OptionsT]):
         server that returns no logprobs when ``logprobs_k`` asks for them."""
 
     def tokenizer_for_distributions(self) -> Any:
-        """The tokenizer whose vocabulary the recorded token ids belong to (saved with the run)."""
+        """The tokenizer whose vocabulary the recorded token ids belong to (saved with the run); None
+        when the ids belong to the run's own vocabulary of token strings (``TokenDistributions.strings``)."""
         raise NotImplementedError
 
     @abstractmethod

@@ -110,15 +110,12 @@ class OpenAIOptions(TeacherOptions):
         "auto", description="Ask for several samples with n>1 (auto: until the server shows it ignores n)."
     )
     tokenizer: str | None = Field(
-        None, description="The served model's tokenizer (folder, hub id, .gguf): maps --logprobs tokens to ids."
+        None,
+        description="The served model's tokenizer (folder, hub id, .gguf): maps --logprobs tokens to ids "
+        "(without one the token strings are kept, and students align to them by text with --align).",
     )
 
     def logprobs_problem(self, k: int) -> str | None:
-        if not self.tokenizer:
-            return (
-                "teacher 'openai' needs 'tokenizer' (the served model's tokenizer: folder, hub id or .gguf) "
-                "to record --logprobs as token ids"
-            )
         return None
 
     @field_validator("api_key_env")
@@ -188,6 +185,11 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         if self.logprobs_k:
             self._token_reader = TokenReader(self.tokenizer_for_distributions())
 
+    @property
+    def records_strings(self) -> bool:
+        """--logprobs without a tokenizer: the token strings are recorded, in the run's string vocabulary."""
+        return bool(self.logprobs_k) and not self.options.tokenizer
+
     async def _probe_logprobs(self, client: Any, url: str) -> None:
         body = {
             "model": self.options.model,
@@ -214,6 +216,8 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
 
         if self._token_reader is not None:
             return self._token_reader.tokenizer
+        if not self.options.tokenizer:
+            return None
         return load_tokenizer(resolve_model_path(self.options.tokenizer))
 
     async def aclose(self) -> None:
@@ -495,15 +499,17 @@ def _logprob_entries(choice: Any) -> list[tuple[str, float, dict[str, float]]] |
 
 
 class TokenReader:
-    """Token strings of an API reply → ids of the served model's tokenizer, by their decoded text.
+    """Token strings of an API reply → ids of the served model's tokenizer, by their decoded text; with
+    no tokenizer, → positions in the reply's own list of strings (``TokenDistributions.strings``), which
+    the store turns into ids of the run's string vocabulary.
 
     A string that no single token decodes to (a piece of a multi-byte character the server decoded
     alone) maps to -1: training counts its mass in the tail bucket."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any | None):
         self.tokenizer = tokenizer
         self.ids: dict[str, int] = {}
-        for token_id in range(len(tokenizer)):
+        for token_id in range(len(tokenizer) if tokenizer is not None else 0):
             text = tokenizer.decode([token_id])
             if text and "\ufffd" not in text:
                 self.ids.setdefault(text, token_id)
@@ -511,9 +517,12 @@ class TokenReader:
     def read(self, entries: list[tuple[str, float, dict[str, float]]], k: int) -> tuple[TokenDistributions, int]:
         """The reply's distributions, and how many of its strings mapped to no id."""
         unmapped = 0
+        strings: dict[str, int] | None = None if self.tokenizer is not None else {}
 
         def to_id(text: str) -> int:
             nonlocal unmapped
+            if strings is not None:
+                return strings.setdefault(text, len(strings))
             found = self.ids.get(text, -1)
             unmapped += found < 0
             return found
@@ -526,7 +535,8 @@ class TokenReader:
             best += [("", float("-inf"))] * (k - len(best))
             top_ids.append([to_id(text) if text else -1 for text, _ in best])
             top_logprobs.append([value for _, value in best])
-        return TokenDistributions.build(token_ids, token_logprobs, top_ids, top_logprobs), unmapped
+        own = tuple(strings) if strings is not None else None
+        return TokenDistributions.build(token_ids, token_logprobs, top_ids, top_logprobs, strings=own), unmapped
 
 
 def _split_tokens(total: int, texts: list[str]) -> list[int]:

@@ -132,7 +132,7 @@ class ReplayTeacher(Teacher[ReplayOptions]):
     async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
         for request in requests:
             started = time.monotonic()
-            problem = self.problems.get(request.problem_id)
+            problem = self.problem_of(request.problem_id)
             metadata = problem.metadata if problem else {}
             text = self._recorded(request, metadata)
             self.requests_sent += 1
