@@ -2,7 +2,7 @@
 
 Run it as its own process::
 
-    python bench/arith_teacher.py --port 0 [--seed 0]
+    python bench/arith_teacher.py --port 0 [--seed 0] [--varied]
 
 It prints exactly one line ``PORT <port>`` to stdout once it listens and serves until SIGTERM/SIGINT.
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``GET /stats``.
@@ -10,8 +10,11 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``GET /stats``.
 The user message holds a question "What is 37 + 48 - 25?" (inside any template, e.g. zero-shot-cot's
 "Q: ..."); the reply is the step-by-step rationale "37 + 48 = 85. 85 - 25 = 60. The answer is 60.".
 With probability ``p(T) = min(0.1 + 0.5 T, 0.9)`` (T = the request's temperature) one step is computed
-wrongly and the error propagates to the final answer. The reply is deterministic in (expression,
-request seed, temperature, ``--seed``); ``n`` is ignored (one choice, as llama.cpp does).
+wrongly and the error propagates to the final answer. With ``--varied`` the difficulty depends on the
+problem: a hash of the expression draws d uniform in [0, 1) and the error probability is
+``min(2 d p(T), 0.95)`` — some problems nearly always right, others mostly wrong, as a real teacher's are.
+The reply is deterministic in (expression, request seed, temperature, ``--seed``); ``n`` is ignored (one
+choice, as llama.cpp does).
 
 :class:`ArithTeacher` starts it as a subprocess for the duration of a ``with`` block::
 
@@ -48,6 +51,12 @@ def error_probability(temperature: float) -> float:
     return min(0.1 + 0.5 * temperature, 0.9)
 
 
+def difficulty(first: int, steps: list[tuple[str, int]]) -> float:
+    """A problem's own difficulty d in [0, 1), from its expression alone (``--varied``)."""
+    key = json.dumps(["difficulty", first, steps])
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
 def parse_expression(text: str) -> tuple[int, list[tuple[str, int]]] | None:
     """'What is 37 + 48 - 25?' → (37, [('+', 48), ('-', 25)]); the last question in the text wins."""
     matches = EXPRESSION.findall(text)
@@ -75,7 +84,7 @@ def solve(first: int, steps: list[tuple[str, int]], wrong_step: int | None, offs
     return " ".join(sentences), value
 
 
-def reply_text(prompt: str, seed: Any, temperature: Any, server_seed: int) -> str:
+def reply_text(prompt: str, seed: Any, temperature: Any, server_seed: int, varied: bool = False) -> str:
     parsed = parse_expression(prompt)
     if parsed is None:
         return "I cannot find an arithmetic question. The answer is 0."
@@ -83,7 +92,10 @@ def reply_text(prompt: str, seed: Any, temperature: Any, server_seed: int) -> st
     temp = float(temperature) if isinstance(temperature, (int, float)) else 1.0
     key = json.dumps([first, steps, seed, temp, server_seed])
     rng = random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
-    wrong = rng.randrange(len(steps)) if rng.random() < error_probability(temp) else None
+    p_error = error_probability(temp)
+    if varied:
+        p_error = min(2 * difficulty(first, steps) * p_error, 0.95)
+    wrong = rng.randrange(len(steps)) if rng.random() < p_error else None
     rationale, answer = solve(first, steps, wrong, rng.choice(ERROR_OFFSETS))
     return f"{rationale} The answer is {answer}."
 
@@ -104,9 +116,9 @@ class Stats:
     requests: int = 0
 
 
-def completion_body(body: dict[str, Any], server_seed: int) -> dict[str, Any]:
+def completion_body(body: dict[str, Any], server_seed: int, varied: bool = False) -> dict[str, Any]:
     prompt = user_text(body)
-    text = reply_text(prompt, body.get("seed"), body.get("temperature"), server_seed)
+    text = reply_text(prompt, body.get("seed"), body.get("temperature"), server_seed, varied)
     words = text.split()
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
@@ -130,7 +142,7 @@ def completion_body(body: dict[str, Any], server_seed: int) -> dict[str, Any]:
     }
 
 
-def build_app(server_seed: int) -> Any:
+def build_app(server_seed: int, varied: bool = False) -> Any:
     from aiohttp import web
 
     stats = Stats()
@@ -150,7 +162,7 @@ def build_app(server_seed: int) -> Any:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             error = {"message": "'messages' is a required property", "type": "invalid_request_error"}
             return json_response({"error": error}, 400)
-        return json_response(completion_body(body, server_seed))
+        return json_response(completion_body(body, server_seed, varied))
 
     async def get_stats(request: web.Request) -> web.Response:
         return json_response({"requests": stats.requests})
@@ -166,8 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=0, help="server seed mixed into every reply's draw")
+    parser.add_argument("--varied", action="store_true", help="problem-dependent difficulty (see above)")
     args = parser.parse_args(argv)
-    asyncio.run(serve_aiohttp(build_app(args.seed), args.port))
+    asyncio.run(serve_aiohttp(build_app(args.seed, args.varied), args.port))
 
 
 class ArithTeacher(ProcessServer):

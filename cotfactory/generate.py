@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cotfactory import __version__, answers
+from cotfactory.adaptive import AdaptivePlan, StoppingRule
 from cotfactory.budget import TokenBudget
 from cotfactory.config.files import read_config_file
 from cotfactory.config.generate import GenerateConfig
@@ -105,6 +106,8 @@ def prepare(config: GenerateConfig) -> Prepared:
     grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
     # every prompt renders (and every contrast answer exists) before a teacher is even built
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
+    if config.until_correct and (lacking := next((p.id for p in problems if p.gold is None), None)):
+        raise ConfigError(f"--until-correct needs gold answers; problem '{lacking}' has none (use --until-agree)")
     teacher = make_teacher(config.teacher, config.retry_tokens)
     teacher.logprobs_k = config.logprobs
     plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
@@ -201,7 +204,7 @@ def _export(
     totals: dict[str, Any] = {"stored": 0, "failed": 0, "failed_keys": [], "prompt_tokens": 0, "completion_tokens": 0}
 
     def counted() -> Iterator[Sample]:
-        for sample in store.samples(prepared.plan.request_keys()):
+        for sample in store.samples(_schedule(prepared, store).request_keys()):
             totals["stored"] += 1
             totals["prompt_tokens"] += sample.prompt_tokens
             totals["completion_tokens"] += sample.completion_tokens
@@ -213,7 +216,7 @@ def _export(
 
     export_samples(run_dir, counted(), problem_of)
     if store.distribution_bytes()[1]:  # only a --logprobs run pays for a second walk over the plan's keys
-        export_distributions(run_dir, prepared.plan.request_keys(), store.distributions)
+        export_distributions(run_dir, _schedule(prepared, store).request_keys(), store.distributions)
         if strings := store.token_strings():  # the ids' strings, for a user who loads the parquet file
             write_json_atomic(run_dir.teacher_token_strings, strings)
     return totals
@@ -230,37 +233,68 @@ def _save_teacher_tokenizer(run_dir: RunDir, teacher: Teacher) -> None:
 async def _send_pending(
     prepared: Prepared, store: Store, problem_of: Callable[[str], Problem | None], console: Console
 ) -> tuple[GenerateResult, str]:
-    """Send the requests the store lacks; returns the result so far and a digest of the plan's keys."""
-    config, plan, teacher = prepared.config, prepared.plan, prepared.teacher
+    """Send the requests the store lacks — in waves while adaptive sampling settles problems — and
+    return the result so far and a digest of the plan's keys."""
+    config, teacher = prepared.config, prepared.teacher
+    schedule = _schedule(prepared, store)
+    budget = TokenBudget(config.max_total_tokens, used=sum(store.token_totals()), retry_tokens=config.retry_tokens)
+    templates = {t.name: t for t in prepared.templates}
+    result = GenerateResult(Path(config.out), planned=0, stored=0, new=0, requests_sent=0)
+    pending_count = _count(schedule.pending(with_prompts=False))
+    if pending_count:
+        with _progress(console) as progress:
+            task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
+            t0, tokens, errors, wave = time.monotonic(), 0, 0, 1
+            while pending_count and not budget.stopped:
+                async for samples in teacher.generate(budget.gate(schedule.pending())):
+                    for sample in samples:
+                        _fill_answer(sample, problem_of, templates)
+                        budget.settle(sample)
+                    result.new += store.add_samples(samples, replace=bool(config.logprobs))
+                    tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
+                    errors += sum(s.failed for s in samples)
+                    rps, tps = result.new / max(time.monotonic() - t0, 1e-9), tokens / max(time.monotonic() - t0, 1e-9)
+                    progress.update(task, advance=len(samples), rps=rps, tps=tps, errors=errors)
+                if not isinstance(schedule, AdaptivePlan):
+                    break
+                pending_count, wave = _count(schedule.pending(with_prompts=False)), wave + 1
+                done = progress.tasks[0].completed
+                progress.update(task, description=f"generate (wave {wave})", total=done + pending_count)
+        result.requests_sent = getattr(teacher, "requests_sent", result.new)
+        result.send_elapsed_s = time.monotonic() - t0
+    result.budget_stopped = budget.stopped
     digest = hashlib.sha256()
-    pending_count = 0
-    keys = plan.request_keys()
+    keys = schedule.request_keys()
     while chunk := list(itertools.islice(keys, _CHUNK)):
         digest.update("".join(chunk).encode())
-        pending_count += len(chunk) - len(store.done_among(chunk, config.logprobs))
-    used = sum(store.token_totals())
-    budget = TokenBudget(config.max_total_tokens, used=used, retry_tokens=config.retry_tokens)
-    templates = {t.name: t for t in prepared.templates}
-    result = GenerateResult(Path(config.out), planned=len(plan), stored=0, new=0, requests_sent=0)
-    if pending_count == 0:
-        return result, digest.hexdigest()
-    pending = budget.gate(_pending(plan.requests(), store, config.logprobs))
-    with _progress(console) as progress:
-        task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
-        t0, tokens, errors = time.monotonic(), 0, 0
-        async for samples in teacher.generate(pending):
-            for sample in samples:
-                _fill_answer(sample, problem_of, templates)
-                budget.settle(sample)
-            result.new += store.add_samples(samples, replace=bool(config.logprobs))
-            tokens += sum(s.prompt_tokens + s.completion_tokens for s in samples)
-            errors += sum(s.failed for s in samples)
-            elapsed = max(time.monotonic() - t0, 1e-9)
-            progress.update(task, advance=len(samples), rps=result.new / elapsed, tps=tokens / elapsed, errors=errors)
-    result.requests_sent = getattr(teacher, "requests_sent", result.new)
-    result.send_elapsed_s = time.monotonic() - t0
-    result.budget_stopped = budget.stopped
+        result.planned += len(chunk)
     return result, digest.hexdigest()
+
+
+class _GridSchedule:
+    """The fixed grid: every request of the plan, one wave."""
+
+    def __init__(self, plan: Plan, store: Store, logprobs_k: int):
+        self.plan, self.store, self.logprobs_k = plan, store, logprobs_k
+
+    def pending(self, with_prompts: bool = True) -> Iterator[Request]:
+        return _pending(self.plan.requests(with_prompts), self.store, self.logprobs_k)
+
+    def request_keys(self) -> Iterator[str]:
+        return self.plan.request_keys()
+
+
+def _schedule(prepared: Prepared, store: Store) -> _GridSchedule | AdaptivePlan:
+    config = prepared.config
+    k = config.until_agree or config.until_correct
+    if not k:
+        return _GridSchedule(prepared.plan, store, config.logprobs)
+    rule = StoppingRule("agree" if config.until_agree else "correct", k, config.adaptive_max_samples)
+    return AdaptivePlan(prepared.plan, rule, store, config.logprobs)
+
+
+def _count(items: Iterator[Any]) -> int:
+    return sum(1 for _ in items)
 
 
 def _pending(requests: Iterator[Request], store: Store, logprobs_k: int) -> Iterator[Request]:

@@ -7,13 +7,14 @@ list or a ``ProblemFile`` (read from the input file on each pass), so neither do
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from cotfactory.perturb import Perturbation, display_answer, perturbed_answer
 from cotfactory.problems import ProblemFile
 from cotfactory.prompts import Template
-from cotfactory.records import Problem, Request
+from cotfactory.records import Problem, RenderedPrompt, Request
 
 
 @dataclass(frozen=True)
@@ -61,24 +62,49 @@ class Plan:
                 for temperature in grid.temperatures:
                     for seed in grid.seeds:
                         for index in range(grid.samples_per_setting):
-                            request = Request(
-                                problem_id=problem.id,
-                                problem_hash=problem_hash,
-                                template=template.name,
-                                template_hash=template.hash,
-                                teacher=self.teacher,
-                                model=self.model,
-                                temperature=temperature,
-                                top_p=grid.top_p,
-                                seed=seed,
-                                max_tokens=grid.max_tokens,
-                                sample_index=index,
-                                prompt=prompt,
-                            )
+                            request = self._request(problem_hash, problem, template, temperature, seed, index, prompt)
                             if self.contrast is None:
                                 yield request
                             else:
                                 yield from self._contrastive(request, problem, template, with_prompts)
+
+    def sample_sequence(self, problem: Problem, with_prompts: bool = True) -> Iterator[Request]:
+        """A problem's requests sample index first, without end: index 0 of every (template,
+        temperature, seed), then index 1 of each, … — the order adaptive sampling draws them in. The
+        first ``per_problem_template × templates`` are the grid's own requests (same keys)."""
+        problem_hash = problem.content_hash
+        prompts = {t.name: t.render(problem) if with_prompts else None for t in self.templates}
+        for index in itertools.count():
+            for template in self.templates:
+                for temperature in self.grid.temperatures:
+                    for seed in self.grid.seeds:
+                        prompt = prompts[template.name]
+                        yield self._request(problem_hash, problem, template, temperature, seed, index, prompt)
+
+    def _request(
+        self,
+        problem_hash: str,
+        problem: Problem,
+        template: Template,
+        temperature: float,
+        seed: int,
+        index: int,
+        prompt: RenderedPrompt | None,
+    ) -> Request:
+        return Request(
+            problem_id=problem.id,
+            problem_hash=problem_hash,
+            template=template.name,
+            template_hash=template.hash,
+            teacher=self.teacher,
+            model=self.model,
+            temperature=temperature,
+            top_p=self.grid.top_p,
+            seed=seed,
+            max_tokens=self.grid.max_tokens,
+            sample_index=index,
+            prompt=prompt,
+        )
 
     def _contrastive(
         self, request: Request, problem: Problem, template: Template, with_prompts: bool

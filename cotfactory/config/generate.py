@@ -55,6 +55,19 @@ class GenerateConfig(BaseModel):
         ge=0,
         description="max_tokens of the one retry after a 'length' finish (default 2 × max_tokens; 0: no retry).",
     )
+    # adaptive sampling
+    until_agree: int | None = Field(
+        None, ge=1, description="Adaptive: sample a problem in waves until K of its samples agree on an answer."
+    )
+    until_correct: int | None = Field(
+        None, ge=1, description="Adaptive: sample a problem in waves until K of its samples reach the gold answer."
+    )
+    max_samples: int | None = Field(
+        None,
+        ge=1,
+        description="Adaptive: at most this many samples of a problem (default: the grid's, templates × "
+        "temperatures × seeds × samples per setting; more repeat the grid with further sample indices).",
+    )
     # teacher: the adapter's own options (see cotfactory.teachers); the flat form still loads
     teacher: SerializeAsAny[TeacherOptions] = Field(
         default_factory=lambda: teacher_options({"kind": "hf"}),
@@ -159,6 +172,28 @@ class GenerateConfig(BaseModel):
         if self.counterfactual and not self.contrastive:
             raise ValueError("counterfactual needs contrastive")
         return self
+
+    @model_validator(mode="after")
+    def _adaptive(self) -> GenerateConfig:
+        if self.until_agree and self.until_correct:
+            raise ValueError("until_agree and until_correct: choose one stopping rule")
+        k = self.until_agree or self.until_correct
+        if self.max_samples is not None and not k:
+            raise ValueError("max_samples bounds adaptive sampling: give until_agree or until_correct too")
+        if k and self.contrastive:
+            raise ValueError("adaptive sampling (until_agree / until_correct) does not apply to contrastive decoding")
+        if k and self.adaptive_max_samples < k:
+            raise ValueError(f"max_samples {self.adaptive_max_samples} is below K = {k}: no problem could settle")
+        return self
+
+    @property
+    def grid_size(self) -> int:
+        """A problem's requests in the fixed grid."""
+        return len(self.templates) * len(self.temperatures) * len(self.seeds) * self.samples_per_setting
+
+    @property
+    def adaptive_max_samples(self) -> int:
+        return self.max_samples or self.grid_size
 
     @property
     def shard_pair(self) -> tuple[int, int] | None:
