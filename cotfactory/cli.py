@@ -19,6 +19,7 @@ from cotfactory.config.eval import EvalConfig
 from cotfactory.config.filter import FilterConfig
 from cotfactory.config.flags import config_command
 from cotfactory.config.generate import GenerateConfig
+from cotfactory.config.prune import PruneConfig
 from cotfactory.config.train import TrainConfig
 from cotfactory.console import make_console
 from cotfactory.errors import ConfigError, CotfactoryError, DataError
@@ -209,6 +210,22 @@ def eval_command(config: EvalConfig) -> None:
         manifest = read_manifest(written)
         err.print(f"lm-eval task '{manifest['task']}': {manifest['include_path']}; cross-check with:", soft_wrap=True)
         err.print(shell_command(manifest), soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+@config_command(PruneConfig)
+def prune(config: PruneConfig) -> None:
+    """Cut a LLaMA-family teacher into a smaller student (Minitron): drop the layers (--depth) or the hidden
+    channels, MLP neurons and query heads (--width) of least importance on calibration text.
+
+    Writes a checkpoint that transformers loads, the teacher's tokenizer, and prune.json (what was kept).
+    """
+    _check_output_dir(config.out)
+    from cotfactory.students.prune import run_prune, summary  # imports torch: after the quick checks
+
+    result, out = run_prune(config, err)
+    err.print(summary(result, out), soft_wrap=True, highlight=False)
 
 
 @app.command("run")
