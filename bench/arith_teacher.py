@@ -14,7 +14,8 @@ wrongly and the error propagates to the final answer. With ``--varied`` the diff
 problem: a hash of the expression draws d uniform in [0, 1) and the error probability is
 ``min(2 d p(T), 0.95)`` — some problems nearly always right, others mostly wrong, as a real teacher's are.
 The reply is deterministic in (expression, request seed, temperature, ``--seed``); ``n`` is ignored (one
-choice, as llama.cpp does).
+choice, as llama.cpp does). A prompt that states "The correct answer is N" (the rationalize template)
+gets a rationale without a slip.
 
 :class:`ArithTeacher` starts it as a subprocess for the duration of a ``with`` block::
 
@@ -44,6 +45,7 @@ MODEL_ID = "arith-teacher"
 EXPRESSION = re.compile(r"What is (\d+(?:\s*[-+]\s*\d+)+)\s*\?")
 TOKEN = re.compile(r"\d+|[-+]")
 ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
+GIVEN_ANSWER = re.compile(r"The correct answer is -?\d+")  # the rationalize template's hint
 
 
 def error_probability(temperature: float) -> float:
@@ -95,6 +97,8 @@ def reply_text(prompt: str, seed: Any, temperature: Any, server_seed: int, varie
     p_error = error_probability(temp)
     if varied:
         p_error = min(2 * difficulty(first, steps) * p_error, 0.95)
+    if GIVEN_ANSWER.search(prompt):  # rationalization: told the answer, it works toward it without a slip
+        p_error = 0.0
     wrong = rng.randrange(len(steps)) if rng.random() < p_error else None
     rationale, answer = solve(first, steps, wrong, rng.choice(ERROR_OFFSETS))
     return f"{rationale} The answer is {answer}."

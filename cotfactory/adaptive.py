@@ -10,7 +10,6 @@ killed run resumes to exactly the same final set, and a finished one sends nothi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,40 +39,23 @@ class StoppingRule:
         return max(self.k - best, 0)
 
 
-class AdaptivePlan:
-    """The plan's problems, each with the prefix of its sample sequence that the stored samples call for."""
-
-    def __init__(self, plan: Plan, rule: StoppingRule, store: Store, logprobs_k: int = 0):
-        self.plan, self.rule, self.store, self.logprobs_k = plan, rule, store, logprobs_k
-
-    def pending(self, with_prompts: bool = True) -> Iterator[Request]:
-        """This wave: the requests of every problem's current prefix that the store lacks."""
-        for problem in self.plan.problems:
-            prefix = self._prefix(problem, with_prompts)
-            done = self.store.done_among([r.key for r in prefix], self.logprobs_k)
-            yield from (r for r in prefix if r.key not in done)
-
-    def request_keys(self) -> Iterator[str]:
-        """The keys of every problem's current prefix, in plan order (after the last wave: the run's samples)."""
-        for problem in self.plan.problems:
-            yield from (r.key for r in self._prefix(problem, with_prompts=False))
-
-    def _prefix(self, problem: Problem, with_prompts: bool) -> list[Request]:
-        """The first n requests of the problem's sequence: n starts at K and grows by what could settle
-        it, for as long as every request so far has its sample stored and none settled it."""
-        rule = self.rule
-        sequence = self.plan.sample_sequence(problem, with_prompts)
-        taken: list[Request] = []
-        samples: list[Sample] = []
-        wanted = min(rule.k, rule.max_samples)
-        while True:
-            new = [next(sequence) for _ in range(wanted - len(taken))]
-            taken += new
-            found = list(self.store.samples([r.key for r in new]))
-            if len(found) < len(new):  # some of this wave is still to be sent
-                return taken
-            samples += found
-            missing = rule.missing(problem, samples)
-            if missing == 0 or len(taken) >= rule.max_samples:
-                return taken
-            wanted = min(len(taken) + missing, rule.max_samples)
+def adaptive_prefix(
+    plan: Plan, rule: StoppingRule, store: Store, problem: Problem, with_prompts: bool
+) -> list[Request]:
+    """The first n requests of the problem's sequence: n starts at K and grows by what could settle
+    it, for as long as every request so far has its sample stored and none settled it."""
+    sequence = plan.sample_sequence(problem, with_prompts)
+    taken: list[Request] = []
+    samples: list[Sample] = []
+    wanted = min(rule.k, rule.max_samples)
+    while True:
+        new = [next(sequence) for _ in range(wanted - len(taken))]
+        taken += new
+        found = list(store.samples([r.key for r in new]))
+        if len(found) < len(new):  # some of this wave is still to be sent
+            return taken
+        samples += found
+        missing = rule.missing(problem, samples)
+        if missing == 0 or len(taken) >= rule.max_samples:
+            return taken
+        wanted = min(len(taken) + missing, rule.max_samples)

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cotfactory import __version__, answers
-from cotfactory.adaptive import AdaptivePlan, StoppingRule
+from cotfactory.adaptive import StoppingRule
 from cotfactory.budget import TokenBudget
 from cotfactory.config.files import read_config_file
 from cotfactory.config.generate import GenerateConfig
@@ -33,8 +33,9 @@ from cotfactory.hashing import stable_hash
 from cotfactory.plan import Contrast, Plan, SamplingGrid
 from cotfactory.problems import ProblemFile, open_problems
 from cotfactory.prompts import Template, load_template
-from cotfactory.records import Problem, Request, Sample
+from cotfactory.records import Problem, Sample
 from cotfactory.run_dir import RunDir, write_json_atomic
+from cotfactory.schedule import Schedule
 from cotfactory.store import Store
 from cotfactory.teachers import make_teacher
 from cotfactory.teachers.base import Teacher
@@ -51,6 +52,7 @@ class Prepared:
     teacher: Teacher
     plan: Plan
     prices: dict[str, dict[str, float]]
+    rationalize: Template | None = None  # --rationalize-failures: for problems whose samples all missed gold
 
 
 @dataclass
@@ -108,6 +110,7 @@ def prepare(config: GenerateConfig) -> Prepared:
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
     if config.until_correct and (lacking := next((p.id for p in problems if p.gold is None), None)):
         raise ConfigError(f"--until-correct needs gold answers; problem '{lacking}' has none (use --until-agree)")
+    rationalize = _rationalize_template(config, problems, extra_dirs)
     teacher = make_teacher(config.teacher, config.retry_tokens)
     teacher.logprobs_k = config.logprobs
     plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
@@ -117,7 +120,23 @@ def prepare(config: GenerateConfig) -> Prepared:
             teacher.check_prompt(request.prompt)
             checked.add(request.template)
     prices = load_prices(config.price_table) if config.price_table else {}
-    return Prepared(config, problems, templates, teacher, plan, prices)
+    return Prepared(config, problems, templates, teacher, plan, prices, rationalize)
+
+
+def _rationalize_template(config: GenerateConfig, problems: ProblemFile, extra_dirs: list[Path]) -> Template | None:
+    """The --rationalize-failures template, rendered for every problem with a gold answer (the only ones
+    it can be asked for) before anything is sent."""
+    if not config.rationalize_failures:
+        return None
+    template = load_template(config.rationalize_failures, extra_dirs)
+    if template.name in config.templates:
+        raise ConfigError(f"rationalize_failures: '{template.name}' is also a sampling template; give another")
+    if "gold" not in template.variables_used:
+        raise ConfigError(f"rationalize_failures: template '{template.name}' does not use {{{{ gold }}}}")
+    for problem in problems:
+        if problem.gold is not None:
+            template.render(problem)
+    return template
 
 
 def _check_templates_fit(config: GenerateConfig, templates: list[Template]) -> None:
@@ -233,12 +252,13 @@ def _save_teacher_tokenizer(run_dir: RunDir, teacher: Teacher) -> None:
 async def _send_pending(
     prepared: Prepared, store: Store, problem_of: Callable[[str], Problem | None], console: Console
 ) -> tuple[GenerateResult, str]:
-    """Send the requests the store lacks — in waves while adaptive sampling settles problems — and
-    return the result so far and a digest of the plan's keys."""
+    """Send the requests the store lacks, in waves until none is pending (the grid is one wave; adaptive
+    sampling and rationalization add more as stored samples call for them); return the result so far
+    and a digest of the plan's keys."""
     config, teacher = prepared.config, prepared.teacher
     schedule = _schedule(prepared, store)
     budget = TokenBudget(config.max_total_tokens, used=sum(store.token_totals()), retry_tokens=config.retry_tokens)
-    templates = {t.name: t for t in prepared.templates}
+    templates = {t.name: t for t in [*prepared.templates, *filter(None, [prepared.rationalize])]}
     result = GenerateResult(Path(config.out), planned=0, stored=0, new=0, requests_sent=0)
     pending_count = _count(schedule.pending(with_prompts=False))
     if pending_count:
@@ -246,6 +266,7 @@ async def _send_pending(
             task = progress.add_task("generate", total=pending_count, rps=0.0, tps=0.0, errors=0)
             t0, tokens, errors, wave = time.monotonic(), 0, 0, 1
             while pending_count and not budget.stopped:
+                new_before = result.new
                 async for samples in teacher.generate(budget.gate(schedule.pending())):
                     for sample in samples:
                         _fill_answer(sample, problem_of, templates)
@@ -255,7 +276,7 @@ async def _send_pending(
                     errors += sum(s.failed for s in samples)
                     rps, tps = result.new / max(time.monotonic() - t0, 1e-9), tokens / max(time.monotonic() - t0, 1e-9)
                     progress.update(task, advance=len(samples), rps=rps, tps=tps, errors=errors)
-                if not isinstance(schedule, AdaptivePlan):
+                if result.new == new_before:  # nothing was kept: the next wave would ask the same again
                     break
                 pending_count, wave = _count(schedule.pending(with_prompts=False)), wave + 1
                 done = progress.tasks[0].completed
@@ -271,38 +292,15 @@ async def _send_pending(
     return result, digest.hexdigest()
 
 
-class _GridSchedule:
-    """The fixed grid: every request of the plan, one wave."""
-
-    def __init__(self, plan: Plan, store: Store, logprobs_k: int):
-        self.plan, self.store, self.logprobs_k = plan, store, logprobs_k
-
-    def pending(self, with_prompts: bool = True) -> Iterator[Request]:
-        return _pending(self.plan.requests(with_prompts), self.store, self.logprobs_k)
-
-    def request_keys(self) -> Iterator[str]:
-        return self.plan.request_keys()
-
-
-def _schedule(prepared: Prepared, store: Store) -> _GridSchedule | AdaptivePlan:
+def _schedule(prepared: Prepared, store: Store) -> Schedule:
     config = prepared.config
     k = config.until_agree or config.until_correct
-    if not k:
-        return _GridSchedule(prepared.plan, store, config.logprobs)
-    rule = StoppingRule("agree" if config.until_agree else "correct", k, config.adaptive_max_samples)
-    return AdaptivePlan(prepared.plan, rule, store, config.logprobs)
+    rule = StoppingRule("agree" if config.until_agree else "correct", k, config.adaptive_max_samples) if k else None
+    return Schedule(prepared.plan, store, config.logprobs, rule, prepared.rationalize)
 
 
 def _count(items: Iterator[Any]) -> int:
     return sum(1 for _ in items)
-
-
-def _pending(requests: Iterator[Request], store: Store, logprobs_k: int) -> Iterator[Request]:
-    """The requests the store lacks (or holds without distributions of this --logprobs K: sent again,
-    the reply replaces the sample), asked of the store a chunk at a time."""
-    while chunk := list(itertools.islice(requests, _CHUNK)):
-        done = store.done_among([r.key for r in chunk], logprobs_k)
-        yield from (r for r in chunk if r.key not in done)
 
 
 def _fill_answer(sample: Sample, problem_of: Callable[[str], Problem | None], templates: dict[str, Template]) -> None:

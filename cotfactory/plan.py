@@ -54,19 +54,32 @@ class Plan:
         return len(self.problems) * len(self.templates) * self.grid.per_problem_template * per_setting
 
     def requests(self, with_prompts: bool = True) -> Iterator[Request]:
-        grid = self.grid
         for problem in self.problems:
-            problem_hash = problem.content_hash
-            for template in self.templates:
-                prompt = template.render(problem) if with_prompts and not self.contrast else None
-                for temperature in grid.temperatures:
-                    for seed in grid.seeds:
-                        for index in range(grid.samples_per_setting):
-                            request = self._request(problem_hash, problem, template, temperature, seed, index, prompt)
-                            if self.contrast is None:
-                                yield request
-                            else:
-                                yield from self._contrastive(request, problem, template, with_prompts)
+            yield from self.problem_requests(problem, with_prompts)
+
+    def problem_requests(self, problem: Problem, with_prompts: bool = True) -> Iterator[Request]:
+        """One problem's requests of the grid, in plan order."""
+        grid = self.grid
+        problem_hash = problem.content_hash
+        for template in self.templates:
+            prompt = template.render(problem) if with_prompts and not self.contrast else None
+            for temperature in grid.temperatures:
+                for seed in grid.seeds:
+                    for index in range(grid.samples_per_setting):
+                        request = self._request(problem_hash, problem, template, temperature, seed, index, prompt)
+                        if self.contrast is None:
+                            yield request
+                        else:
+                            yield from self._contrastive(request, problem, template, with_prompts)
+
+    def rationalize_request(self, problem: Problem, template: Template, with_prompts: bool = True) -> Request:
+        """The request for a rationale of the gold answer (``mode="rationalized"``), at the grid's first
+        temperature and seed."""
+        prompt = template.render(problem) if with_prompts else None
+        request = self._request(
+            problem.content_hash, problem, template, self.grid.temperatures[0], self.grid.seeds[0], 0, prompt
+        )
+        return request.model_copy(update={"mode": "rationalized"})
 
     def sample_sequence(self, problem: Problem, with_prompts: bool = True) -> Iterator[Request]:
         """A problem's requests sample index first, without end: index 0 of every (template,

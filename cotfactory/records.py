@@ -102,8 +102,10 @@ class Request(BaseModel):
     seed: int
     max_tokens: int = Field(gt=0)
     sample_index: int = Field(0, ge=0)
-    mode: Literal["sample", "contrastive", "counterfactual", "judge"] = Field(
-        "sample", description="sample: plain decoding; contrastive/counterfactual: SCOTT decoding; judge: scoring."
+    mode: Literal["sample", "contrastive", "counterfactual", "judge", "rationalized"] = Field(
+        "sample",
+        description="sample: plain decoding; contrastive/counterfactual: SCOTT decoding; judge: scoring; "
+        "rationalized: a rationale written for the gold answer it was given (--rationalize-failures).",
     )
     decoding: dict[str, Any] = Field(
         default_factory=dict,

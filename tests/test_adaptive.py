@@ -133,3 +133,40 @@ def test_until_correct_needs_gold_answers(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "nogold.jsonl", [{"id": "a", "question": "What is 1 + 2?"}])
     code, output = invoke(*_args("http://127.0.0.1:9/v1", data, tmp_path / "out", "--until-correct", "1"))
     assert code == 2 and "until-correct" in output and "'a'" in output and not (tmp_path / "out").exists()
+
+
+def test_rationalize_failures_asks_once_for_each_problem_every_sample_missed(teacher: Any, tmp_path: Path) -> None:
+    """--rationalize-failures: one 'rationalized' request (the gold answer given) for exactly the problems
+    whose samples all missed gold, after them; a rerun sends nothing; consistency neither counts nor judges
+    them, and filter --no-rationalized drops them."""
+    import json
+
+    data = _sums(tmp_path / "sums.jsonl", 40)
+    out = tmp_path / "rescued"
+    args = _args(teacher.base_url, data, out, "--rationalize-failures", "rationalize")
+    args[args.index("1,2,3,4,5,6")] = "1,2"
+    invoke_ok(*args)
+    missed = rescued = 0
+    for rows in _samples(out).values():
+        sampled = [(s, p) for s, p in rows if s.request.mode == "sample"]
+        extra = [s for s, _ in rows if s.request.mode == "rationalized"]
+        assert len(sampled) == 2
+        if any(_correct(*row) for row in sampled):
+            assert extra == []
+        else:
+            missed += 1
+            [sample] = extra
+            assert sample.request.template == "rationalize" and sample.request.seed == 1
+            rescued += _correct(sample, sampled[0][1])
+    assert 0 < missed < 40 and rescued > 0
+    rerun = invoke_ok(*args)
+    assert "requests sent                │ 0" in rerun
+
+    invoke_ok("filter", str(out), "--consistency", "0.5")
+    kept = [json.loads(line) for line in (out / "filtered.jsonl").read_text().splitlines()]
+    assert sum(row["mode"] == "rationalized" for row in kept) == missed  # exempt from the vote
+    invoke_ok("filter", str(out), "--consistency", "0.5", "--no-rationalized")
+    kept = [json.loads(line) for line in (out / "filtered.jsonl").read_text().splitlines()]
+    assert not any(row["mode"] == "rationalized" for row in kept)
+    stages = {stage["stage"]: stage for stage in json.loads((out / "funnel.json").read_text())["stages"]}
+    assert stages["rationalized"]["dropped"] == {"rationalized": missed}

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cotfactory.config.fields import RUNTIME, argument
 from cotfactory.filters import FILTERS
 
-DEFAULT_CHAIN = ["well_formed", "correct", "consistency", "reward", "dedup"]
+DEFAULT_CHAIN = ["well_formed", "rationalized", "correct", "consistency", "reward", "dedup"]
 
 
 class FilterConfig(BaseModel):
@@ -22,6 +22,9 @@ class FilterConfig(BaseModel):
         description="Filters in the order they run; each runs when its keys below turn it on.",
     )
     well_formed: bool = Field(True, description="Drop failed, empty, truncated and answer-less samples.")
+    rationalized: bool = Field(
+        True, description="Keep rationalized samples (written for the gold answer given, --rationalize-failures)."
+    )
     correct: bool = Field(False, description="Keep samples whose answer equals gold (or the pseudo-label).")
     consistency: float | None = Field(
         None, gt=0.0, le=1.0, description="Self-consistency: keep majority samples when agreement >= this."

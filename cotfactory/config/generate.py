@@ -68,6 +68,11 @@ class GenerateConfig(BaseModel):
         description="Adaptive: at most this many samples of a problem (default: the grid's, templates × "
         "temperatures × seeds × samples per setting; more repeat the grid with further sample indices).",
     )
+    rationalize_failures: str | None = Field(
+        None,
+        description="Template (e.g. rationalize) asked for a rationale of the gold answer, once for every problem "
+        "whose samples all missed it; marked mode 'rationalized'.",
+    )
     # teacher: the adapter's own options (see cotfactory.teachers); the flat form still loads
     teacher: SerializeAsAny[TeacherOptions] = Field(
         default_factory=lambda: teacher_options({"kind": "hf"}),
@@ -182,6 +187,8 @@ class GenerateConfig(BaseModel):
             raise ValueError("max_samples bounds adaptive sampling: give until_agree or until_correct too")
         if k and self.contrastive:
             raise ValueError("adaptive sampling (until_agree / until_correct) does not apply to contrastive decoding")
+        if self.rationalize_failures and self.contrastive:
+            raise ValueError("rationalize_failures: contrastive decoding already writes rationales for the gold answer")
         if k and self.adaptive_max_samples < k:
             raise ValueError(f"max_samples {self.adaptive_max_samples} is below K = {k}: no problem could settle")
         return self

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 FILTERS: Registry[type[Filter]] = Registry("filter")
 FILTERS.register("well_formed", "cotfactory.filters.well_formed:WellFormed")
+FILTERS.register("rationalized", "cotfactory.filters.rationalized:Rationalized")
 FILTERS.register("correct", "cotfactory.filters.correct:Correct")
 FILTERS.register("consistency", "cotfactory.filters.consistency:Consistency")
 FILTERS.register("reward", "cotfactory.filters.reward:Reward")

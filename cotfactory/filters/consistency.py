@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from cotfactory.config.filter import FilterConfig
 
 
+EXEMPT = ("counterfactual", "rationalized")  # modes that state an answer they were given
+
+
 def majority(
     samples: list[Sample], weights: dict[str, float | None] | None = None, same=lambda a, b: a == b
 ) -> tuple[str | None, float, bool]:
@@ -60,8 +63,9 @@ class Consistency(Filter):
         self.weighted = weighted
 
     def _vote(self, group: ProblemGroup) -> tuple[list[Sample], str | None, float, bool]:
-        # counterfactual rationales argue for a wrong answer on purpose: they neither vote nor are judged
-        voters = [s for s in group.samples if malformation(s) is None and s.request.mode != "counterfactual"]
+        # counterfactual rationales argue for a wrong answer on purpose, rationalized ones for the gold they
+        # were given: they neither vote nor are judged
+        voters = [s for s in group.samples if malformation(s) is None and s.request.mode not in EXEMPT]
 
         def same(a: str, b: str) -> bool:
             return answers_match(a, b, group.problem)
@@ -94,8 +98,8 @@ class Consistency(Filter):
         }
         verdicts = []
         for sample in group.survivors:
-            if sample.request.mode == "counterfactual":
-                verdicts.append(self.verdict(sample, True, "", None, exempt="counterfactual"))
+            if sample.request.mode in EXEMPT:
+                verdicts.append(self.verdict(sample, True, "", None, exempt=sample.request.mode))
             elif answer is None or agreement < self.threshold:
                 verdicts.append(self.verdict(sample, False, "low_agreement", agreement, **details))
             else:
