@@ -75,6 +75,13 @@ def plan_stages(config: PipelineConfig, console: Console) -> list[Stage]:
                     ),
                 )
             )
+    if config.rounds is not None and config.students:
+        first = config.students[0]
+        previous = stable_hash([output_settings(first), upstream])
+        for number in range(1, config.rounds.count + 1):
+            round_stages = _round_stages(config, number, previous, console)
+            stages += round_stages
+            previous = round_stages[-2].fingerprint  # the round's student
     if config.report:
         report_print = stable_hash([s.fingerprint for s in stages])
         stages.append(Stage("report", report_print, lambda: _report(run_dir, console), run_dir.report_html.exists))
@@ -156,6 +163,95 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
             console.print(line, highlight=False, soft_wrap=True)
 
     return run
+
+
+def _round_stages(config: PipelineConfig, number: int, previous: str, console: Console) -> list[Stage]:
+    """Round ``number``'s probe, generate, filter, train and eval stages (``previous``: the fingerprint of
+    the student it probes)."""
+    from cotfactory import rounds
+
+    assert config.rounds is not None and config.filter is not None and config.eval is not None
+    settings, out = config.rounds, config.out
+    here = RunDir(rounds.round_dir(out, number))
+    prober = StudentDir(config.students[0].out) if number == 1 else StudentDir(rounds.student_dir(out, number - 1))
+    probe_print = stable_hash(
+        [output_settings(settings), output_settings(config.eval), previous, _file_hash(settings.pool)]
+    )
+    gen = _round_generate(config, number)
+    gen_print = stable_hash([output_settings(gen), probe_print])
+    filt = config.filter.model_copy(update={"run_dir": str(here.path)})
+    filter_print = stable_hash([output_settings(filt), gen_print])
+    first = config.students[0]
+    student = first.model_copy(
+        update={"input": str(rounds.union_path(out, number)), "out": str(rounds.student_dir(out, number))}
+    )
+    train_print = stable_hash([output_settings(student), filter_print, number])
+    ev = config.eval.model_copy(update={"untrained": False})
+    eval_print = stable_hash([output_settings(ev), train_print, _file_hash(ev.input)])
+    folder = StudentDir(student.out)
+
+    def probe() -> None:
+        from cotfactory.students.evaluate import run_eval
+
+        result = run_eval(
+            str(prober.path), settings.format, settings.pool, limit=settings.limit, batch_size=ev.batch_size,
+            max_new_tokens=ev.max_new_tokens, out=str(rounds.probe_path(out, number)),
+            answer_type=settings.answer_type, explain=False,
+        )  # fmt: skip
+        hard = rounds.write_hard_problems(out, number)
+        if number == 1:
+            write_json_atomic(rounds.first_student_record(out), {"student": str(prober.path)})
+        console.print(f"round {number}: the student failed {hard} of {result.total} pool problems", highlight=False)
+
+    def has_hard() -> bool:
+        path = rounds.hard_problems_path(out, number)
+        return path.exists() and path.stat().st_size > 0
+
+    def generate() -> None:
+        if has_hard():
+            _generate(gen, console)
+
+    def filter_round() -> None:
+        if has_hard():
+            _filter(filt, console)
+
+    def train() -> None:
+        count = rounds.write_union(out, number)
+        console.print(f"round {number}: training on {count} records (round 0 and the hard problems so far)")
+        _trainer(student, train_print, console)()
+
+    return [
+        Stage(f"round{number}:probe", probe_print, probe, rounds.probe_path(out, number).exists),
+        Stage(f"round{number}:generate", gen_print, generate, lambda: not has_hard() or here.samples.exists()),
+        Stage(f"round{number}:filter", filter_print, filter_round, lambda: not has_hard() or here.filtered.exists()),
+        Stage(f"round{number}:train", train_print, train, folder.is_student),
+        Stage(f"round{number}:eval", eval_print, _evaluator(student, ev, console), folder.evaluation.exists),
+    ]
+
+
+def _round_generate(config: PipelineConfig, number: int) -> GenerateConfig:
+    """The pipeline's generate settings, on the round's hard problems, with ``samples`` seeds."""
+    from cotfactory import rounds
+    from cotfactory.problems import load_problems
+
+    assert config.rounds is not None
+    settings = config.rounds
+    answer_type = settings.answer_type
+    if answer_type is None:  # a named format knows its own: read it from the pool's first problem
+        answer_type = load_problems(settings.format, settings.pool, limit=1, answer_type=None)[0].answer_type
+    data = config.generate.model_dump() | {
+        "input": str(rounds.hard_problems_path(config.out, number)),
+        "format": "jsonl",
+        "question_field": "question",
+        "answer_field": "answer",
+        "id_field": "id",
+        "answer_type": answer_type,
+        "limit": None,
+        "shard": None,
+        "seeds": list(range(1, settings.samples + 1)),
+        "out": str(rounds.round_dir(config.out, number)),
+    }
+    return GenerateConfig.model_validate(data)
 
 
 def student_summaries(config: PipelineConfig) -> list[str]:

@@ -4,6 +4,7 @@ midway resumes to exactly the uninterrupted run's samples, and a finished run se
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import defaultdict
@@ -85,6 +86,11 @@ def test_until_correct_stops_each_problem_when_settled_and_resumes_to_the_same_s
     spent = sum(len(rows) for rows in chosen.values())
     assert spent < 0.8 * sum(len(rows) for rows in grid.values())  # the point: fewer teacher calls
     assert f"samples planned              │ {spent}" in output
+    invoke_ok("report", str(adaptive))
+    budget = json.loads((adaptive / "report" / "report.json").read_text())["budget"]
+    assert budget["rule"] == "until-correct 2, at most 6 a problem"
+    assert (budget["samples"], budget["grid_samples"]) == (spent, 240)
+    assert budget["tokens"] < budget["grid_tokens"]
 
     # stopped at a token budget mid-wave, then finished: the same final samples
     code, _ = invoke(*_args(teacher.base_url, data, stopped, "--until-correct", "2", "--max-total-tokens", "2500"))
@@ -139,8 +145,6 @@ def test_rationalize_failures_asks_once_for_each_problem_every_sample_missed(tea
     """--rationalize-failures: one 'rationalized' request (the gold answer given) for exactly the problems
     whose samples all missed gold, after them; a rerun sends nothing; consistency neither counts nor judges
     them, and filter --no-rationalized drops them."""
-    import json
-
     data = _sums(tmp_path / "sums.jsonl", 40)
     out = tmp_path / "rescued"
     args = _args(teacher.base_url, data, out, "--rationalize-failures", "rationalize")
@@ -170,3 +174,9 @@ def test_rationalize_failures_asks_once_for_each_problem_every_sample_missed(tea
     assert not any(row["mode"] == "rationalized" for row in kept)
     stages = {stage["stage"]: stage for stage in json.loads((out / "funnel.json").read_text())["stages"]}
     assert stages["rationalized"]["dropped"] == {"rationalized": missed}
+
+    invoke_ok("report", str(out))
+    budget = json.loads((out / "report" / "report.json").read_text())["budget"]
+    assert budget["rule"] is None and budget["samples"] == budget["grid_samples"] == 80
+    assert (budget["rationalized"], budget["rescued"]) == (missed, rescued)
+    assert "rescued" in (out / "report" / "report.html").read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cotfactory.config.eval import EvalSettings
 from cotfactory.config.files import read_config_file
@@ -40,6 +40,20 @@ class StudentSection(TrainConfig):
     out: str = Field("", description="(set by the pipeline: RUN_DIR/students/NAME)")
 
 
+class RoundsSection(BaseModel):
+    """Hard-problem rounds (Lion): probe the last student on a training-side pool, sample the teacher on
+    the problems it fails, retrain on the union, evaluate — ``count`` times (see ``cotfactory.rounds``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(1, ge=1, description="Rounds after the first student.")
+    pool: str = Field(description="Training-side problems the student is probed on (never the eval split).")
+    format: str = Field("jsonl", description="Loader of the pool.")
+    answer_type: str | None = Field(None, description="Generic jsonl/csv pool: answer type.")
+    limit: int | None = Field(None, ge=1, description="Probe the first N problems of the pool.")
+    samples: int = Field(4, ge=1, description="Teacher samples of each problem the student failed (seeds 1…N).")
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +64,18 @@ class PipelineConfig(BaseModel):
     filter: FilterConfig | None = Field(None, description="`cotfactory filter` keys (run_dir is set).")
     students: list[StudentSection] = Field([], description="Students to train from the filtered samples.")
     eval: EvalSection | None = Field(None, description="Held-out evaluation of every student.")
+    rounds: RoundsSection | None = Field(None, description="Hard-problem rounds after the first student.")
     report: bool = Field(True, description="Write RUN_DIR/report/report.html at the end.")
+
+    @model_validator(mode="after")
+    def _rounds_need(self) -> PipelineConfig:
+        if self.rounds is None:
+            return self
+        if not self.students or self.filter is None or self.eval is None:
+            raise ValueError("rounds need a student, a filter and an eval section (each round retrains and evaluates)")
+        if Path(self.rounds.pool).resolve() == Path(self.eval.input).resolve():
+            raise ValueError("rounds.pool is the eval input: probe a training-side pool, never the test split")
+        return self
 
 
 def _inject(raw: dict[str, Any]) -> dict[str, Any]:

@@ -212,6 +212,28 @@ class StudentErrorsReport:
 
 
 @dataclass(frozen=True)
+class TeacherBudget:
+    """What adaptive sampling and rationalization did with the teacher (generate --until-*, --rationalize-failures)."""
+
+    rule: str | None  # e.g. "until-correct 2, at most 8 a problem"; None: the fixed grid
+    samples: int  # drawn by sampling (rationalizations apart)
+    grid_samples: int  # what the fixed grid at the cap draws for the same problems
+    tokens: int  # prompt + completion tokens of those samples
+    grid_tokens: int  # the grid's, estimated at the same mean tokens per sample
+    rationalized: int  # problems asked for a rationale of their gold answer (every sample missed it)
+    rescued: int  # of those, the ones whose rationale reached the gold answer
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One hard-problem round's student on the held-out problems (round 0: the pipeline's first student)."""
+
+    round: int
+    hard_problems: int  # pool problems the previous student failed, sampled again this round
+    evaluation: Evaluation
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Every number and text of the report. ``plots`` (plot id → PNG file name) is filled once drawn."""
 
@@ -224,6 +246,8 @@ class ReportData:
     students: list[StudentReport]
     examples: Examples
     errors: list[StudentErrorsReport]
+    budget: TeacherBudget | None = None
+    rounds: list[RoundResult] = field(default_factory=list)
     plots: dict[str, str] = field(default_factory=dict)
 
     def with_plots(self, plots: dict[str, str], student_plots: dict[str, str]) -> ReportData:
@@ -243,5 +267,7 @@ class ReportData:
             "students": [student.to_json() for student in self.students],
             "examples": asdict(self.examples),
             "errors": [asdict(errors) for errors in self.errors],
+            "budget": asdict(self.budget) if self.budget else None,
+            "rounds": [asdict(r) for r in self.rounds],
             "plots": dict(self.plots),
         }

@@ -60,6 +60,8 @@ def render_html(data: ReportData) -> str:
         _section("Scores", _figure_html(data, "scores", "Reward / answer-gain scores.")),
         _yield_html(data),
         _students_html(data),
+        _budget_html(data),
+        _rounds_html(data),
         _examples_html(data.examples),
         _errors_html(data.errors),
     ]
@@ -164,6 +166,41 @@ def _yield_html(data: ReportData) -> str:
         "<h2>Teacher yield</h2>\n"
         + _figure_html(data, "yield", caption)
         + _table(["temperature", "samples", "correct", "fraction"], rows)
+    )
+
+
+def _budget_html(data: ReportData) -> str:
+    budget = data.budget
+    if budget is None:
+        return ""
+    rows = []
+    if budget.rule:
+        saved = 1 - budget.tokens / budget.grid_tokens if budget.grid_tokens else 0.0
+        rows += [
+            ["adaptive sampling", escape(budget.rule)],
+            ["samples drawn / the fixed grid's", f"{budget.samples:,} / {budget.grid_samples:,}"],
+            [
+                "teacher tokens / the grid's (estimated)",
+                f"{budget.tokens:,} / {budget.grid_tokens:,} ({saved:.0%} saved)",
+            ],
+        ]
+    if budget.rationalized:
+        rows.append(["problems every sample missed, rationalized", _fmt(budget.rationalized)])
+        rows.append(["… whose rationale reached the gold answer (rescued)", _fmt(budget.rescued)])
+    return "<h2>Teacher budget</h2>\n" + _table(["", "value"], rows)
+
+
+def _rounds_html(data: ReportData) -> str:
+    if not data.rounds:
+        return ""
+    rows = [
+        [str(r.round), _fmt(r.hard_problems) if r.round else "", _fmt_accuracy(r.evaluation, None)] for r in data.rounds
+    ]
+    caption = "Held-out accuracy of each round's student (95 % interval); round 0 is the pipeline's first student."
+    return (
+        "<h2>Hard-problem rounds</h2>\n"
+        + _figure_html(data, "rounds", caption)
+        + _table(["round", "hard problems sampled", "accuracy"], rows)
     )
 
 

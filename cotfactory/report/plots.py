@@ -18,6 +18,7 @@ from cotfactory.report.data import (
     FunnelStage,
     LossCurve,
     ReportData,
+    RoundResult,
     Scores,
     StudentReport,
     TemperatureYield,
@@ -64,6 +65,8 @@ def draw_plots(data: ReportData, out: Path, figure_class: type[Figure]) -> Repor
             student_plots[student.name] = save(plot_id, figure)
     if any(s.eval for s in data.students):
         save("accuracy", plot_accuracy(figure_class(figsize=(6, 3.5)), data.students))
+    if data.rounds:
+        save("rounds", plot_rounds(figure_class(figsize=(6, 3.5)), data.rounds))
     return data.with_plots(plots, student_plots)
 
 
@@ -153,6 +156,21 @@ def plot_accuracy(figure: Figure, students: list[StudentReport]) -> Figure:
     ax.set_title("eval accuracy per student")
     if before:
         ax.legend(fontsize=8)
+    return figure
+
+
+def plot_rounds(figure: Figure, results: list[RoundResult]) -> Figure:
+    """Held-out accuracy per hard-problem round, with its 95 % interval."""
+    ax = figure.add_subplot()
+    xs = [r.round for r in results]
+    values = [r.evaluation.accuracy or 0.0 for r in results]
+    errors = [_error_bar(r.evaluation) for r in results]
+    ax.errorbar(xs, values, yerr=list(zip(*errors, strict=True)) or None, fmt="o-", color="#4c72b0", capsize=3)
+    ax.set_xticks(xs)
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (95 % interval)")
+    ax.set_title("held-out accuracy per round")
     return figure
 
 

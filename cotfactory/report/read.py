@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cotfactory import lineage
+from cotfactory import lineage, rounds
 from cotfactory.answers import answers_match
 from cotfactory.errors import DataError
 from cotfactory.records import Problem, Verdict
@@ -28,12 +28,14 @@ from cotfactory.report.data import (
     LossCurve,
     NeighbourReport,
     ReportData,
+    RoundResult,
     SampleExcerpt,
     Score,
     Scores,
     StudentErrorsReport,
     StudentReport,
     Summary,
+    TeacherBudget,
     TemperatureYield,
 )
 from cotfactory.run_dir import RunDir, StudentDir, read_jsonl
@@ -65,7 +67,43 @@ def read_report_data(run: RunDir) -> ReportData:
         students=students,
         examples=_examples(rows, verdicts),
         errors=_errors(run, rows, verdicts),
+        budget=_teacher_budget(run, rows, problems),
+        rounds=_rounds(run),
     )
+
+
+def _teacher_budget(run: RunDir, rows: list[dict[str, Any]], problems: dict[str, Problem]) -> TeacherBudget | None:
+    """Adaptive sampling's spend against the fixed grid at its cap, and the rationalizations; None when
+    the run used neither."""
+    config = _read_optional_json(run.config) or {}
+    k = config.get("until_correct") or config.get("until_agree")
+    rationalized = [row for row in rows if row.get("mode") == "rationalized"]
+    if not k and not rationalized:
+        return None
+    sampled = [row for row in rows if row.get("mode") != "rationalized"]
+    tokens = sum(row["prompt_tokens"] + row["completion_tokens"] for row in sampled)
+    grid = len(config["templates"]) * len(config["temperatures"]) * len(config["seeds"]) * config["samples_per_setting"]
+    cap = config.get("max_samples") or grid
+    grid_samples = cap * len({row["problem_id"] for row in sampled})
+    rule = None
+    if k:
+        rule = f"until-{'correct' if config.get('until_correct') else 'agree'} {k}, at most {cap} a problem"
+    rescued = sum(
+        1
+        for row in rationalized
+        if (problem := _problem_of(row, problems)) and answers_match(row["answer"], problem.gold, problem)
+    )
+    per_sample = tokens / len(sampled) if sampled else 0.0
+    return TeacherBudget(
+        rule, len(sampled), grid_samples, tokens, round(per_sample * grid_samples), len(rationalized), rescued
+    )
+
+
+def _rounds(run: RunDir) -> list[RoundResult]:
+    return [
+        RoundResult(record["round"], record["hard_problems"], _evaluation(record))
+        for record in rounds.round_accuracies(run.path)
+    ]
 
 
 # --- the run's files --------------------------------------------------------------------------------------
