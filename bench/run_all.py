@@ -35,6 +35,8 @@ SCRIPTS = [
     "distill_k",
     "distill_real",
     "distill_synthetic",
+    "adaptive",
+    "prune",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "
