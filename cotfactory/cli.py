@@ -264,6 +264,29 @@ def run_command(
 
 @app.command()
 @user_errors
+def merge(
+    out: Annotated[str, typer.Argument(help="Run directory to merge into (made if missing).")],
+    shards: Annotated[list[str], typer.Argument(help="Run directories of `generate --shard I/N`.")],
+) -> None:
+    """Union the run directories of `generate --shard I/N` into one: every request key once, exports rebuilt.
+
+    Refused when the shards are not one plan (the first differing setting is named) or hold one key with
+    two texts (both shards named). Merging again adds nothing.
+    """
+    _check_output_dir(out)
+    from cotfactory.merge import run_merge
+
+    with _store_errors(out):
+        result = run_merge(out, shards)
+    err.print(
+        f"merge: {result.shards} shards into {result.out}: {result.added} samples added, {result.samples} in all",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
 def report(run_dir: Annotated[str, typer.Argument(help="Run directory.")]) -> None:
     """Write RUN_DIR/report/report.html with plots: funnel, agreement, rewards, yield, losses, accuracy."""
     from cotfactory.report import write_report

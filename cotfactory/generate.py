@@ -210,6 +210,19 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
         await teacher.aclose()
 
 
+def export_run(config: GenerateConfig) -> None:
+    """Rebuild a run directory's exports from its store, in plan order, sending nothing (``merge``)."""
+    prepared = prepare(config)
+    run_dir = RunDir(config.out)
+    run_dir.remove_stale_temporaries([run_dir.samples, run_dir.samples_dataset, run_dir.distributions])
+    with Store(run_dir.store) as store:
+        store.put_problems(prepared.problems)
+        problem_of = _problem_lookup(store)
+        totals = _export(run_dir, prepared, store, problem_of)
+        store.set_meta("export_totals", totals)
+        store.set_meta("export_fingerprint", None)  # the next generate checks its plan and exports again
+
+
 def _problem_lookup(store: Store) -> Callable[[str], Problem | None]:
     """A problem by id from the store; the plan walks problem by problem, so a small cache answers
     nearly every lookup."""

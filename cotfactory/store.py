@@ -163,6 +163,35 @@ class Store:
         """The run's string vocabulary (an API teacher recorded with no tokenizer): the text of each id."""
         return [text for (text,) in self._db.execute("SELECT text FROM token_strings ORDER BY id")]
 
+    def conflicting_key(self, other: str | Path) -> str | None:
+        """A sample key the store at ``other`` holds with another text (or outcome) than this one, if any."""
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            row = self._db.execute(
+                "SELECT m.key FROM samples m JOIN other.samples o ON o.key = m.key WHERE m.failed != o.failed"
+                " OR json_extract(m.body, '$.text') IS NOT json_extract(o.body, '$.text') LIMIT 1"
+            ).fetchone()
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return row[0] if row else None
+
+    def add_from(self, other: str | Path) -> int:
+        """Copy in the problems, samples and distributions of the store at ``other`` that this one lacks,
+        in one transaction; returns the samples added."""
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            with self._transaction():
+                self._db.execute("INSERT OR IGNORE INTO problems SELECT * FROM other.problems")
+                added = self._db.execute(
+                    "INSERT OR IGNORE INTO samples (key, problem_id, failed, prompt_tokens, completion_tokens, body,"
+                    " created) SELECT key, problem_id, failed, prompt_tokens, completion_tokens, body, created"
+                    " FROM other.samples ORDER BY rowid"
+                ).rowcount
+                self._db.execute("INSERT OR IGNORE INTO distributions SELECT * FROM other.distributions")
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return added
+
     def done_among(self, keys: list[str], logprobs_k: int = 0) -> set[str]:
         """Those of ``keys`` (at most a few hundred) that need no sending: stored, and — when
         ``logprobs_k`` > 0 — either failed for good or stored with distributions of at least K per token
