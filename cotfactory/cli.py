@@ -264,6 +264,35 @@ def run_command(
 
 @app.command()
 @user_errors
+def augment(
+    input: Annotated[str, typer.Argument(help="Problems file (SVAMP with its Equation, GSM8K with its annotations).")],
+    out: Annotated[str, typer.Option(help="JSONL of the new problems, for `generate --format jsonl`.")],
+    format: Annotated[str, typer.Option(help="Loader of the input.")] = "svamp",
+    counterfactual: Annotated[int, typer.Option(min=1, help="Counterfactual problems per problem.")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N problems.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the new numbers.")] = 0,
+) -> None:
+    """Counterfactual problems (DISCO): change the numbers that decide an arithmetic problem's answer and
+    recompute the gold from its equation; unverifiable edits are dropped and counted."""
+    _check_output_dir(Path(out).parent)
+    from cotfactory.counterfactual import make_counterfactuals, problem_rows
+    from cotfactory.problems import load_problems
+    from cotfactory.run_dir import write_jsonl_atomic
+
+    problems = load_problems(format, input, limit=limit)
+    made = make_counterfactuals(problems, counterfactual, seed)
+    write_jsonl_atomic(Path(out), problem_rows(made.problems))
+    origins = len({p.metadata["origin"] for p in made.problems})
+    err.print(
+        f"augment: {len(made.problems)} counterfactual problems from {origins} of {len(problems)}: {out}",
+        soft_wrap=True,
+    )
+    for reason, count in made.dropped.most_common():
+        err.print(f"  none kept for {count}: {reason}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+@user_errors
 def merge(
     out: Annotated[str, typer.Argument(help="Run directory to merge into (made if missing).")],
     shards: Annotated[list[str], typer.Argument(help="Run directories of `generate --shard I/N`.")],

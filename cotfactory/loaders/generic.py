@@ -68,6 +68,9 @@ def _generic_problem(
         value = field(record, options.answer_field, "scalar", where, required=False)
         gold = None if value is None else _gold_text(value, answer_type, options.answer_field, where)
     choices = field(record, options.choices_field, "strings", where, required=answer_type == "choice")
+    metadata = record.get("metadata")  # e.g. a counterfactual problem's origin (cotfactory augment)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise where.error(f"field 'metadata' must be an object, got {type(metadata).__name__}")
     return make_problem(
         where,
         id=f"{path.stem}-{position}" if given_id is None else str(given_id),
@@ -76,6 +79,7 @@ def _generic_problem(
         answer_type=answer_type,
         choices=choices,
         source=options.source,
+        metadata=metadata or {},
     )
 
 
