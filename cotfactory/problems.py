@@ -18,7 +18,7 @@ import collections
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from cotfactory.errors import ConfigError, DataError
 from cotfactory.loaders.common import Entry, Loader, LoadOptions, Where
@@ -58,40 +58,10 @@ def available_formats() -> list[str]:
     return LOADERS.names()
 
 
-def load_problems(
-    format: str,
-    path: str | Path,
-    *,
-    question_field: str = "question",
-    answer_field: str | None = "answer",
-    id_field: str = "id",
-    choices_field: str = "choices",
-    answer_type: str | None = None,
-    limit: int | None = None,
-    shard: tuple[int, int] | None = None,
-) -> list[Problem]:
-    """Read the problems of ``path`` with the loader ``format``.
-
-    ``shard=(i, n)`` keeps the problems whose 0-based position p in the file has ``p % n == i``;
-    ``limit`` then keeps the first N of those (reading stops there, so later lines are not checked).
-    The field arguments and ``answer_type`` (default "text") apply to the generic ``jsonl`` and
-    ``csv`` loaders only; in those a line without the answer field gets ``gold=None``, and
-    ``answer_field=None`` ignores gold answers altogether. An unknown ``format`` is a ConfigError
-    that names the closest known one.
-    """
-    return list(
-        open_problems(
-            format,
-            path,
-            question_field=question_field,
-            answer_field=answer_field,
-            id_field=id_field,
-            choices_field=choices_field,
-            answer_type=answer_type,
-            limit=limit,
-            shard=shard,
-        )
-    )
+def load_problems(format: str, path: str | Path, **options: Any) -> list[Problem]:
+    """Read the problems of ``path`` with the loader ``format`` into a list (``open_problems`` says what
+    the keyword options mean)."""
+    return list(open_problems(format, path, **options))
 
 
 def open_problems(
@@ -106,9 +76,16 @@ def open_problems(
     limit: int | None = None,
     shard: tuple[int, int] | None = None,
 ) -> ProblemFile:
-    """The problems of ``path`` as a :class:`ProblemFile`: read again on every pass, never all held in
-    memory (``load_problems`` says what the arguments mean). Bad arguments fail here; bad records fail
-    on the first pass."""
+    """The problems of ``path`` read with the loader ``format``, as a :class:`ProblemFile`: read again on
+    every pass, never all held in memory. Bad arguments fail here; bad records on the first pass.
+
+    ``shard=(i, n)`` keeps the problems whose 0-based position p in the file has ``p % n == i``;
+    ``limit`` then keeps the first N of those (reading stops there, so later lines are not checked).
+    The field arguments and ``answer_type`` (default "text") apply to the generic ``jsonl`` and
+    ``csv`` loaders only; in those a line without the answer field gets ``gold=None``, and
+    ``answer_field=None`` ignores gold answers altogether. An unknown ``format`` is a ConfigError
+    that names the closest known one.
+    """
     loader = LOADERS.get(format)
     _check_selection(limit, shard)
     if answer_type is not None and answer_type not in get_args(AnswerType):

@@ -149,3 +149,12 @@ def stored_samples(run_dir: Path) -> int:
             return store.count()
     except Exception:  # the file is being created
         return 0
+
+
+def arith_generate_args(base_url: str, data: Path, out: Path, *extra: str) -> list[str]:
+    """``generate`` of number problems with zero-shot-cot against bench/arith_teacher.py's model."""
+    return [
+        "generate", "--input", str(data), "--format", "jsonl", "--answer-type", "number", "--teacher", "openai",
+        "--model", "arith-teacher", "--base-url", base_url, "--api-key-env", "", "--template", "zero-shot-cot",
+        "--max-tokens", "64", "--out", str(out), *extra,
+    ]  # fmt: skip

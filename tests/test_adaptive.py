@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import invoke, invoke_ok, write_jsonl
+from helpers import arith_generate_args, invoke, invoke_ok, write_jsonl
 
 from cotfactory.answers import answers_match
 from cotfactory.store import Store
@@ -41,11 +41,7 @@ def _sums(path: Path, count: int) -> Path:
 
 
 def _args(base_url: str, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "generate", "--input", str(data), "--format", "jsonl", "--answer-type", "number", "--teacher", "openai",
-        "--model", "arith-teacher", "--base-url", base_url, "--api-key-env", "", "--template", "zero-shot-cot",
-        "--max-tokens", "64", "--out", str(out), *GRID, *extra,
-    ]  # fmt: skip
+    return arith_generate_args(base_url, data, out, *GRID, *extra)
 
 
 def _samples(run: Path) -> dict[str, list[Any]]:

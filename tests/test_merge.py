@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import invoke, invoke_ok, write_jsonl
+from helpers import arith_generate_args, invoke, invoke_ok, write_jsonl
 
 from cotfactory.store import Store
 
@@ -40,11 +40,7 @@ def _data(tmp_path: Path) -> Path:
 
 
 def _args(base_url: str, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "generate", "--input", str(data), "--format", "jsonl", "--answer-type", "number", "--teacher", "openai",
-        "--model", "arith-teacher", "--base-url", base_url, "--api-key-env", "", "--template", "zero-shot-cot",
-        "--max-tokens", "64", "--out", str(out), *GRID, *extra,
-    ]  # fmt: skip
+    return arith_generate_args(base_url, data, out, *GRID, *extra)
 
 
 def _texts(run: Path) -> dict[str, str]:
@@ -63,6 +59,7 @@ def test_four_shards_merge_into_the_unsharded_run(teacher: Any, tmp_path: Path) 
     output = invoke_ok("merge", str(merged), *map(str, shards))
     assert "4 shards" in output and "88 samples added, 88 in all" in output
     assert _texts(merged) == _texts(whole)
+
     def exported(run: Path) -> list[tuple[str, str, str]]:  # plan order; latency is the one field that differs
         rows = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
         return [(row["key"], row["text"], row["answer"]) for row in rows]
