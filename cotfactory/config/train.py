@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cotfactory.config.fields import RUNTIME, argument
 
@@ -31,15 +31,52 @@ class TrainConfig(BaseModel):
     alpha: float = Field(
         0.5, ge=0.0, le=1.0, description="step-by-step: label-loss weight; scott: counterfactual weight."
     )
-    distill: Literal["none", "kd", "slim", "reverse-kl", "jsd"] = Field(
+    distill: Literal["none", "kd", "slim", "reverse-kl", "jsd", "gkd"] = Field(
         "none",
         description="Also learn the teacher's recorded top-K distributions (generate --logprobs): kd, slim, "
-        "reverse-kl or jsd; none: hard labels only.",
+        "reverse-kl or jsd; gkd: on-policy, a live --teacher scores with full logits (generalized JSD only); "
+        "none: hard labels only.",
     )
     distill_alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the distillation term against CE.")
     distill_temperature: float = Field(1.0, gt=0.0, description="Temperature of both sides of the divergence.")
     beta: float = Field(
-        0.5, ge=0.0, le=1.0, description="jsd: teacher weight of the mixture (0: forward KL, 1: reverse KL)."
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="jsd, gkd: teacher weight of the mixture (0: forward KL(teacher‖student), 1: reverse KL).",
+    )
+    lmbda: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="gkd: share of batches whose completions the student samples itself (the rest keep the "
+        "teacher-written ones); drawn from the seed and step, so a resumed run draws the same.",
+    )
+    teacher: str | None = Field(
+        None,
+        description="Live teacher of gkd, --init-from-teacher and --hidden-cosine: model folder, hub id, .gguf "
+        "file or 'embedded'; it must share the student's vocabulary.",
+    )
+    teacher_device: str = Field(
+        "auto", description="Device of the live teacher (cpu, cuda:1, …).", json_schema_extra=RUNTIME
+    )
+    on_policy_temperature: float = Field(
+        1.0, gt=0.0, description="gkd: sampling temperature of the student's own completions (top-k/top-p off)."
+    )
+    on_policy_tokens: int | None = Field(
+        None, ge=1, description="gkd: most tokens of a student completion (default: --max-target-length)."
+    )
+    init_from_teacher: Literal["none", "every-other", "importance"] = Field(
+        "none",
+        description="Build the causal student from the --teacher's layers: every-other (DistilBERT) or importance "
+        "(the most important blocks); embeddings, final norm and head copied. A student as deep as the teacher "
+        "is cut to half its layers.",
+    )
+    hidden_cosine: float = Field(
+        0.0,
+        ge=0.0,
+        description="Add this weight times (1 - cos) between each student layer's output and the --teacher layer "
+        "it came from (or its every-other match without --init-from-teacher); equal widths only.",
     )
     align: bool = Field(
         False, description="Distil across different teacher and student vocabularies, aligning tokens by text."
@@ -70,3 +107,23 @@ class TrainConfig(BaseModel):
         False, description="Resume from the last checkpoint in OUT/checkpoints.", json_schema_extra=RUNTIME
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N teaching records.")
+
+    @model_validator(mode="after")
+    def _live_teacher(self) -> TrainConfig:
+        """--teacher is needed exactly by the options that run the teacher during training."""
+        users = {
+            "--distill gkd": self.distill == "gkd",
+            f"--init-from-teacher {self.init_from_teacher}": self.init_from_teacher != "none",
+            "--hidden-cosine": self.hidden_cosine > 0,
+        }
+        used_by = [name for name, used in users.items() if used]
+        if self.teacher is None and used_by:
+            raise ValueError(f"{used_by[0]} needs --teacher (a model folder, hub id, .gguf file or 'embedded')")
+        if self.teacher is not None and not used_by:
+            raise ValueError(
+                "--teacher is only used by --distill gkd, --init-from-teacher and --hidden-cosine; the other "
+                "--distill losses read the distributions recorded in the run"
+            )
+        if self.distill == "gkd" and self.align:
+            raise ValueError("--distill gkd compares full vocabularies: --align does not apply to it")
+        return self

@@ -25,6 +25,9 @@ Conventions, shared by every kind and mirrored by the slow reference in the test
 * The distillation term is a mean over positions with a teacher distribution (0 if none); the
   cross-entropy a mean over all N positions, at temperature 1. For every kind but "ce",
   ``loss == alpha * parts["distill"] + (1 - alpha) * parts["ce"]``.
+
+``generalized_jsd`` at the end is the same divergence as ``jsd`` on full vocabularies, for a live
+teacher whose every logit is at hand (``--distill gkd``, cotfactory.students.on_policy).
 """
 
 from __future__ import annotations
@@ -258,3 +261,46 @@ _DIVERGENCES: dict[str, Divergence] = {
     "reverse-kl": _reverse_kl,
     "jsd": _jsd,
 }
+
+
+# ------------------------------------------------------------------------------------- full vocabularies (gkd)
+
+
+def generalized_jsd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 0.5, temperature: float = 1.0
+) -> torch.Tensor:
+    """Per-position generalized JSD(β) between full next-token distributions: shape (N,) from (N, V) logits.
+
+    GKD (Agarwal et al. 2024, "On-Policy Distillation of Language Models: Learning from Self-Generated
+    Mistakes", Eq. 1) in TRL's convention (``GKDTrainer.generalized_jsd_loss``): with p the teacher and
+    q the student, both softmax(logits / T),
+
+        m = β·p + (1 − β)·q,    JSD(β) = β·KL(p ‖ m) + (1 − β)·KL(q ‖ m),
+
+    and the end points special-cased (the mixed form vanishes there): β = 0 is the forward KL(p ‖ q)
+    (mean seeking, Hinton's), β = 1 the reverse KL(q ‖ p) (mode seeking: MiniLLM's objective, here
+    without its policy gradient). β weighs the teacher in the mixture, so larger β moves toward reverse
+    KL. No T² factor, as in TRL. Computed in float32; 0·log 0 = 0 where a side puts no mass on a token.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ConfigError(f"jsd beta must be in [0, 1], got {beta}")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
+        )
+    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if beta == 0.0:
+        return _full_kl(log_p, log_q)
+    if beta == 1.0:
+        return _full_kl(log_q, log_p)
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
+    return beta * _full_kl(log_p, log_m) + (1 - beta) * _full_kl(log_q, log_m)
+
+
+def _full_kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """KL(a ‖ b) over the last dimension; a token where a has no mass (log a = -inf: a teacher that masks
+    tokens out of its vocabulary) adds 0, with a finite gradient."""
+    empty = torch.isneginf(log_a)
+    terms = log_a.exp() * (log_a.masked_fill(empty, 0.0) - log_b.masked_fill(empty, 0.0))
+    return terms.sum(dim=-1)

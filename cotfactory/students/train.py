@@ -30,7 +30,7 @@ from cotfactory.students.model_card import write_model_card
 from cotfactory.students.models import is_scratch, load_student
 from cotfactory.students.progress import RichTrainingProgress
 from cotfactory.students.records import load_records
-from cotfactory.students.trainer import Distillation, MetricsFile, MultitaskTrainer
+from cotfactory.students.trainer import Distillation, LiveTeaching, MetricsFile, MultitaskTrainer
 
 # TrainingArguments' name of each TrainConfig field it takes as it is
 _TRAINER_ARGUMENTS = {
@@ -68,6 +68,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     if config.limit:
         records = records[: config.limit]
     model, tokenizer, causal = load_student(config.student, seed=config.seed)
+    live_teacher = _live_teacher(config, model, tokenizer, causal)
     examples = build_examples(config.method, records, MethodSettings(alpha=config.alpha, causal=causal))
     task_names = sorted({e.task for e in examples})
     task_ids = {name: i for i, name in enumerate(task_names)}
@@ -77,6 +78,8 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         for e in taught
     ]
     teacher, teacher_k = _teacher_targets(config, taught, features, tokenizer, console)
+    model, live = _from_live_teacher(config, live_teacher, model, tokenizer, features, console)
+    del live_teacher  # kept by ``live`` when training runs it; a teacher that only gave weights is freed
     limit = preflight.context_limit_of(model, causal)
     lengths = preflight.measure(
         taught, features, config.max_source_length, config.max_target_length, limit, method.answer_at_end
@@ -117,6 +120,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         causal=causal,
         task_names=task_names,
         distillation=Distillation(config.distill, config.distill_alpha, config.distill_temperature, config.beta),
+        live=live,
         callbacks=[MetricsFile(out.metrics), progress],
     )
     progress.trainer = trainer
@@ -137,7 +141,7 @@ def _teacher_targets(
     training when the run has none, or the vocabularies differ without --align)."""
     for index, feature in enumerate(features):
         feature["example_index"] = index
-    if config.distill == "none":
+    if config.distill in ("none", "gkd"):  # gkd's teacher is live, not recorded
         return None, 0
     from cotfactory.students.teacher_targets import build_teacher_targets, open_distributions
 
@@ -150,6 +154,59 @@ def _teacher_targets(
     if coverage.aligned_tokens == 0:
         raise ConfigError(f"{config.input}: no label token of any example aligned to a recorded teacher token")
     return targets, k
+
+
+def _live_teacher(config: TrainConfig, student: Any, tokenizer: Any, causal: bool) -> Any:
+    """The --teacher model, loaded once, when an option runs it (refused for another vocabulary)."""
+    if config.teacher is None:
+        return None
+    if not causal:
+        raise ConfigError(
+            f"student '{config.student}' is a seq2seq model: --distill gkd, --init-from-teacher and --hidden-cosine "
+            "need a causal (decoder-only) student"
+        )
+    from cotfactory.students.on_policy import LiveTeacher
+
+    return LiveTeacher.load(config.teacher, config.teacher_device, tokenizer, student)
+
+
+def _from_live_teacher(
+    config: TrainConfig, teacher: Any, model: Any, tokenizer: Any, features: list[dict[str, Any]], console: Console
+) -> tuple[Any, LiveTeaching | None]:
+    """(the student, built from the teacher's layers with --init-from-teacher; what the teacher does in training)."""
+    if teacher is None:
+        return model, None
+    from cotfactory.students.init_from_teacher import HiddenCosine, init_from_teacher
+    from cotfactory.students.on_policy import OnPolicy
+
+    layers = None
+    if config.init_from_teacher != "none":
+        calibration = [feature["input_ids"] for feature in features]
+        model, layers = init_from_teacher(
+            model, teacher.model, config.init_from_teacher, calibration, tokenizer.pad_token_id
+        )
+        console.print(layers.line(), highlight=False, soft_wrap=True)
+    hidden = HiddenCosine.between(model, teacher.model, config.hidden_cosine, layers) if config.hidden_cosine else None
+    on_policy = None
+    if config.distill == "gkd":
+        on_policy = OnPolicy(
+            lmbda=config.lmbda,
+            beta=config.beta,
+            temperature=config.distill_temperature,
+            sample_temperature=config.on_policy_temperature,
+            max_new_tokens=config.on_policy_tokens or config.max_target_length,
+            seed=config.seed,
+        )
+    if on_policy is None and hidden is None:  # the teacher only gave the student its weights
+        return model, None
+    return model, LiveTeaching(teacher, on_policy, hidden, tokenizer.pad_token_id, _eos_ids(model, tokenizer))
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """Every token that ends a student's completion: the tokenizer's EOS and the generation config's."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    configured = configured if isinstance(configured, list) else [configured]
+    return tuple(sorted({tokenizer.eos_token_id, *configured} - {None}))
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -208,6 +265,17 @@ def _length_grouping(enabled: bool) -> dict[str, Any]:
     return {"group_by_length": enabled, "length_column_name": "length"}
 
 
+def _save_base(model: Any, folder: Path) -> None:
+    """The base model under a PEFT adapter, as plain transformers weights. Saved as it is, its adapted
+    layers keep PEFT's names (``q_proj.base_layer.weight``, and the LoRA tensors), which
+    ``from_pretrained`` does not read: those layers would load randomly initialised."""
+    base = model.get_base_model()
+    state = {
+        name.replace(".base_layer.", "."): tensor for name, tensor in base.state_dict().items() if ".lora_" not in name
+    }
+    base.save_pretrained(folder, state_dict=state)
+
+
 def _save(
     out: StudentDir,
     model: Any,
@@ -218,8 +286,9 @@ def _save(
     examples: int,
 ) -> None:
     adapter = config.lora_r > 0
-    if adapter and is_scratch(config.student):  # a random base exists nowhere else: keep it beside the adapter
-        model.get_base_model().save_pretrained(out.path / "base")
+    built = is_scratch(config.student) or config.init_from_teacher != "none"
+    if adapter and built:  # a random or teacher-built base exists nowhere else: keep it beside the adapter
+        _save_base(model, out.path / "base")
         base = str((out.path / "base").resolve())
     elif adapter:
         from cotfactory.model_loading import resolve_model_path

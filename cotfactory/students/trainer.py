@@ -4,12 +4,18 @@ Each example belongs to a task (label, rationale, factual, counterfactual, …) 
 loss of a batch is Σ_task weight_task · mean(loss of that task's examples), each example's loss the
 mean over its target tokens. Everything else — length-grouped batches, gradient accumulation,
 checkpoints, resume, bf16, multi-GPU under ``accelerate launch`` — is the stock Trainer's.
+
+With a live teacher (``LiveTeaching``) two more things happen, both per example like the rest:
+``--distill gkd`` replaces some batches' completions with the student's own before the step
+(``training_step``) and scores every batch with the teacher's full logits (cotfactory.students.
+on_policy); ``--hidden-cosine`` adds the cosine between matched layer outputs (init_from_teacher).
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from cotfactory.students.distill_losses import distillation_loss
 from cotfactory.students.features import IGNORE
+from cotfactory.students.init_from_teacher import HiddenCosine, layer_outputs
+from cotfactory.students.on_policy import LiveTeacher, OnPolicy, gkd_example_losses, on_policy_batch
 
 TEACHER_FIELDS = ("teacher_ids", "teacher_logprobs", "teacher_tail")  # what the collator adds with --distill
 
@@ -115,6 +123,17 @@ def distilled_example_losses(
     return torch.stack(losses)
 
 
+@dataclass(frozen=True)
+class LiveTeaching:
+    """A teacher model run during training (causal students only): gkd's on-policy loss, the hidden cosine."""
+
+    teacher: LiveTeacher
+    on_policy: OnPolicy | None = None  # --distill gkd
+    hidden: HiddenCosine | None = None  # --hidden-cosine
+    pad_id: int = 0
+    eos_ids: tuple[int, ...] = ()
+
+
 class MultitaskTrainer(Trainer):
     def __init__(
         self,
@@ -122,14 +141,33 @@ class MultitaskTrainer(Trainer):
         causal: bool,
         task_names: list[str],
         distillation: Distillation | None = None,
+        live: LiveTeaching | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.causal = causal
         self.task_names = task_names
         self.distillation = distillation or Distillation()
+        self.live = live
         self.tokens_seen = 0
         self._task_sums: dict[str, list[float]] = defaultdict(list)
+        self._draw_at = (-1, -1)  # (optimizer step, micro-batch) of the last gkd coin
+        self._draws: list[bool] = []  # the coins since the last log
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        """gkd: with probability λ the batch's completions become the student's own, before the stock step."""
+        settings = self.live.on_policy if self.live else None
+        if settings is not None:
+            step = self.state.global_step
+            micro = self._draw_at[1] + 1 if self._draw_at[0] == step else 0
+            self._draw_at = (step, micro)
+            drawn = settings.draws_on_policy(step, micro)
+            self._draws.append(drawn)
+            if drawn:
+                student = self.accelerator.unwrap_model(model)
+                seed = settings.sampling_seed(step, micro)
+                inputs = on_policy_batch(student, inputs, settings, seed, self.live.pad_id, self.live.eos_ids)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         sampler = super()._get_train_sampler(train_dataset)
@@ -145,28 +183,55 @@ class MultitaskTrainer(Trainer):
         if model.training:  # for the progress bar's tokens/s (not logged: metrics stay timing-free)
             self.tokens_seen += int(inputs["attention_mask"].sum())
         teacher = {name: inputs.pop(name) for name in TEACHER_FIELDS if name in inputs}
-        if self.causal:
-            first = first_logit_needed(labels)
-            outputs = model(**inputs, logits_to_keep=labels.shape[1] - first)
-            labels = labels[:, first:]
-            teacher = {name: value[:, first:] for name, value in teacher.items()}
-        else:
-            outputs = model(**inputs)
-        if teacher and self.distillation.kind != "none":
+        hidden = self.live.hidden if self.live else None
+        whole_labels = labels
+        with self._student_layers(model, hidden) as student_states:
+            if self.causal:
+                first = first_logit_needed(labels)
+                outputs = model(**inputs, logits_to_keep=labels.shape[1] - first)
+                labels = labels[:, first:]
+                teacher = {name: value[:, first:] for name, value in teacher.items()}
+            else:
+                outputs = model(**inputs)
+        on_policy = self.live.on_policy if self.live else None
+        teacher_logits, teacher_states = self._live_teacher_pass(inputs, labels.shape[1])
+        if on_policy is not None:
+            per_example = gkd_example_losses(outputs.logits, teacher_logits, labels, on_policy)
+        elif teacher and self.distillation.kind != "none":
             per_example = distilled_example_losses(outputs.logits, labels, teacher, self.causal, self.distillation)
         else:
             per_example = example_losses(outputs.logits, labels, self.causal)
+        if hidden is not None:
+            per_example = per_example + hidden.example_losses(student_states, teacher_states, whole_labels)
         loss, by_task = multitask_loss(per_example, task_ids, weights)
         if model.training:
             for task, value in by_task.items():
                 self._task_sums[self.task_names[task]].append(value)
         return (loss, outputs) if return_outputs else loss
 
+    def _live_teacher_pass(self, inputs: dict[str, Any], logits_kept: int) -> tuple[Any, list[torch.Tensor]]:
+        """The live teacher on the batch: (its last ``logits_kept`` positions' logits for gkd, the layer
+        outputs the hidden cosine matches); (None, []) without a live teacher."""
+        if self.live is None:
+            return None, []
+        layers = self.live.hidden.teacher_layers if self.live.hidden else ()
+        keep = logits_kept if self.live.on_policy else 1  # the hidden cosine alone reads no logits
+        return self.live.teacher.score(inputs["input_ids"], inputs["attention_mask"], keep, layers)
+
+    def _student_layers(self, model: Any, hidden: HiddenCosine | None) -> Any:
+        """Captures every student layer's output for the hidden cosine (nothing without it)."""
+        if hidden is None:
+            return nullcontext([])
+        return layer_outputs(self.accelerator.unwrap_model(model), range(len(hidden.teacher_layers)))
+
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:
             for task, values in self._task_sums.items():
                 logs[f"loss_{task}"] = round(sum(values) / len(values), 6)
             self._task_sums.clear()
+            if self._draws:  # gkd: the share of micro-batches the student wrote since the last log
+                logs["on_policy"] = round(sum(self._draws) / len(self._draws), 4)
+                self._draws.clear()
         super().log(logs, *args, **kwargs)
 
 
