@@ -37,6 +37,7 @@ SCRIPTS = [
     "distill_synthetic",
     "adaptive",
     "prune",
+    "gkd",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "

@@ -17,7 +17,8 @@ from cotfactory.config.fields import is_runtime
 from cotfactory.config.filter import FilterConfig
 from cotfactory.config.flags import Flag, default_text, model_flags
 from cotfactory.config.generate import GenerateConfig
-from cotfactory.config.pipeline import EvalSection, PipelineConfig, StudentSection
+from cotfactory.config.pipeline import EvalSection, PipelineConfig, RoundsSection, StudentSection
+from cotfactory.config.prune import PruneConfig
 from cotfactory.config.train import TrainConfig
 from cotfactory.teachers import TEACHERS
 
@@ -39,6 +40,8 @@ SECTIONS = [
     ),
     Section("`eval:` — also `cotfactory eval` flags", EvalSection, "eval", EvalConfig),
     Section("`cotfactory eval` only", EvalConfig, "eval", EvalConfig),
+    Section("`rounds:` — hard-problem rounds (pipeline only)", RoundsSection),
+    Section("`cotfactory prune` flags", PruneConfig, "prune", PruneConfig),
 ]
 
 

@@ -55,7 +55,7 @@ def test_reference_names_no_flag_the_cli_lacks() -> None:
     start = readme.index("<!-- generate-reference:start -->")
     end = readme.index("<!-- generate-reference:end -->")
     shown = set(re.findall(r"`(--[a-z][a-z0-9-]*)`", readme[start:end]))
-    existing = set().union(*(_cli_spellings(c) for c in ("generate", "filter", "train-student", "eval")))
+    existing = set().union(*(_cli_spellings(c) for c in ("generate", "filter", "train-student", "eval", "prune")))
     assert shown and shown <= existing, sorted(shown - existing)
 
 
