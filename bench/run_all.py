@@ -38,6 +38,7 @@ SCRIPTS = [
     "adaptive",
     "prune",
     "gkd",
+    "rationalize_real",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "
