@@ -148,8 +148,10 @@ class ProblemFile:
             raise DataError(f"{self.path}: changed while it was being read ({self._count} problems, now {kept})")
 
     def _check_unique(self, id_hashes: array.array) -> None:
-        ordered = sorted(id_hashes)
-        clashes = {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
+        import numpy as np
+
+        ordered = np.sort(np.frombuffer(id_hashes, dtype=np.uint64))  # 8 bytes a problem, not a list of ints
+        clashes = {int(h) for h in ordered[1:][ordered[1:] == ordered[:-1]]}
         if not clashes:
             return
         first_seen: dict[str, Where] = {}  # only the ids whose hash clashed: a second read finds the places
