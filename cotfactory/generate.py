@@ -178,6 +178,8 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
         run_dir.path.mkdir(parents=True, exist_ok=True)
         run_dir.remove_stale_temporaries([run_dir.samples, run_dir.samples_dataset, run_dir.config])  # a killed run's
         with Store(run_dir.store) as store:
+            if config.logprobs:
+                _check_same_vocabulary(run_dir, store, teacher)
             write_json_atomic(run_dir.config, {**config.model_dump(), "cotfactory_version": __version__})
             store.set_meta("config", config.model_dump())
             store.put_problems(prepared.problems)
@@ -252,6 +254,20 @@ def _export(
         if strings := store.token_strings():  # the ids' strings, for a user who loads the parquet file
             write_json_atomic(run_dir.teacher_token_strings, strings)
     return totals
+
+
+def _check_same_vocabulary(run_dir: RunDir, store: Store, teacher: Teacher) -> None:
+    """A run's recorded ids all belong to one vocabulary: a tokenizer's, or the run's token strings."""
+    given = teacher.tokenizer_for_distributions() is not None
+    if given and store.token_strings():
+        raise ConfigError(
+            f"{run_dir.path}: its distributions were recorded as token strings (no tokenizer); "
+            "record with a tokenizer into a new run directory"
+        )
+    if not given and run_dir.teacher_tokenizer.is_dir() and store.distribution_bytes()[1]:
+        raise ConfigError(
+            f"{run_dir.path}: its distributions hold ids of {run_dir.teacher_tokenizer}; give the same --tokenizer"
+        )
 
 
 def _save_teacher_tokenizer(run_dir: RunDir, teacher: Teacher) -> None:

@@ -157,6 +157,8 @@ def test_logprobs_without_a_tokenizer_keep_the_token_strings(llama_server: str, 
     assert code == 0 and "requests sent                │ 0" in output
     with Store.in_run(out) as store:
         assert store.token_strings() == strings
+    code, output = invoke(*args, "--tokenizer", str(embedded_gguf()))  # ids of two vocabularies in one run: no
+    assert code == 2 and "recorded as token strings" in output
 
     from helpers import write_jsonl
 
