@@ -205,7 +205,7 @@ async def _run(prepared: Prepared, console: Console, started: float) -> Generate
             result.completion_tokens = totals["completion_tokens"]
             result.cost_usd = _cost(prepared, result)
             result.distribution_bytes, result.distribution_tokens = store.distribution_bytes()
-            result.token_strings = len(store.token_strings())
+            result.token_strings = store.token_string_count()
             result.elapsed_s = time.monotonic() - started
         return result
     finally:
@@ -259,7 +259,7 @@ def _export(
 def _check_same_vocabulary(run_dir: RunDir, store: Store, teacher: Teacher) -> None:
     """A run's recorded ids all belong to one vocabulary: a tokenizer's, or the run's token strings."""
     given = teacher.tokenizer_for_distributions() is not None
-    if given and store.token_strings():
+    if given and store.token_string_count():
         raise ConfigError(
             f"{run_dir.path}: its distributions were recorded as token strings (no tokenizer); "
             "record with a tokenizer into a new run directory"

@@ -92,6 +92,9 @@ def run_merge(out: str, shard_dirs: list[str]) -> MergeResult:
 
 
 def _union(store: Store, shard: Path, shards: list[Path]) -> int:
+    with Store(RunDir(shard).store) as source:
+        if source.token_string_count():
+            raise ConfigError(f"{shard}: distributions recorded as token strings (no tokenizer) cannot be merged yet")
     conflict = store.conflicting_key(RunDir(shard).store)
     if conflict is not None:
         holder = next((s for s in shards if s != shard and _holds(s, conflict)), None)
@@ -99,8 +102,6 @@ def _union(store: Store, shard: Path, shards: list[Path]) -> int:
             f"{shard}: sample {conflict} has another text in {holder or 'the merged store'}: these shards are "
             "not one plan's results (a different teacher or server behind the same settings?)"
         )
-    if Store(RunDir(shard).store).token_strings():
-        raise ConfigError(f"{shard}: distributions recorded as token strings (no tokenizer) cannot be merged yet")
     return store.add_from(RunDir(shard).store)
 
 

@@ -159,6 +159,9 @@ class Store:
             ids.update(rows)
         return found.with_ids(np.array([ids[s] for s in found.strings], dtype=np.int64))
 
+    def token_string_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM token_strings").fetchone()[0]
+
     def token_strings(self) -> list[str]:
         """The run's string vocabulary (an API teacher recorded with no tokenizer): the text of each id."""
         return [text for (text,) in self._db.execute("SELECT text FROM token_strings ORDER BY id")]
