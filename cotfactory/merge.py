@@ -78,11 +78,12 @@ def run_merge(out: str, shard_dirs: list[str]) -> MergeResult:
     check_one_plan(shards, configs)
     merged = configs[0].model_copy(update={"shard": None, "out": out})
     run = RunDir(out)
+    _check_mergeable(shards, run)  # before OUT is touched: a refused merge writes nothing
     run.path.mkdir(parents=True, exist_ok=True)
     added = 0
     with Store(run.store) as store:
         for shard in shards:
-            added += _union(store, shard, shards)
+            added += store.add_from(RunDir(shard).store)
         store.set_meta("config", merged.model_dump())
         samples = store.count()
     write_json_atomic(run.config, {**merged.model_dump(), "cotfactory_version": __version__})
@@ -91,23 +92,22 @@ def run_merge(out: str, shard_dirs: list[str]) -> MergeResult:
     return MergeResult(run.path, len(shards), added, samples)
 
 
-def _union(store: Store, shard: Path, shards: list[Path]) -> int:
-    with Store(RunDir(shard).store) as source:
-        if source.token_string_count():
-            raise ConfigError(f"{shard}: distributions recorded as token strings (no tokenizer) cannot be merged yet")
-    conflict = store.conflicting_key(RunDir(shard).store)
-    if conflict is not None:
-        holder = next((s for s in shards if s != shard and _holds(s, conflict)), None)
-        raise DataError(
-            f"{shard}: sample {conflict} has another text in {holder or 'the merged store'}: these shards are "
-            "not one plan's results (a different teacher or server behind the same settings?)"
-        )
-    return store.add_from(RunDir(shard).store)
-
-
-def _holds(shard: Path, key: str) -> bool:
-    with Store(RunDir(shard).store) as store:
-        return any(True for _ in store.samples([key]))
+def _check_mergeable(shards: list[Path], run: RunDir) -> None:
+    """Every shard against every earlier one (and against OUT's store, when merging again): no token-string
+    vocabulary, no key held with two texts."""
+    earlier: list[Path] = [run.store] if run.has_store() else []
+    for shard in shards:
+        with Store(RunDir(shard).store) as source:
+            if source.token_string_count():
+                raise ConfigError(f"{shard}: distributions recorded as token strings cannot be merged yet")
+            for other in earlier:
+                if (conflict := source.conflicting_key(other)) is not None:
+                    holder = other.parent if other != run.store else "the merged store"
+                    raise DataError(
+                        f"{shard}: sample {conflict} has another text in {holder}: these shards are not one "
+                        "plan's results (a different teacher or server behind the same settings?)"
+                    )
+        earlier.append(RunDir(shard).store)
 
 
 def _copy_tokenizer(shards: list[Path], run: RunDir) -> None:

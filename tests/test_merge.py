@@ -84,6 +84,7 @@ def test_shards_of_another_plan_or_with_other_texts_are_refused(teacher: Any, tm
         invoke_ok(*_args(other.base_url, data, b, "--shard", "0/2"))
     code, output = invoke("merge", str(tmp_path / "m2"), str(a), str(b))
     assert code == 2 and "has another text in" in output and str(a) in output and str(b) in output
+    assert not (tmp_path / "m2").exists()  # refused before anything is written
     code, output = invoke("merge", str(a), str(a))
     assert code == 2 and "is one of the shards" in output
     code, output = invoke("merge", str(tmp_path / "m3"), str(tmp_path / "nothing"))
