@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import make_request
 
-from cotfactory.decoders.per_row_sampling import PerRowSampler, nucleus_mask
+from cotfactory.decoders.per_row_sampling import RowSampling, nucleus_mask
+from cotfactory.decoders.shared_prefix import SampleRow, sample_rows, shared_prefix_length
 from cotfactory.records import RenderedPrompt, Request, Sample
 from cotfactory.teachers.hf import HFOptions, HFTeacher
 
@@ -116,14 +117,19 @@ def test_stop_strings_cut_the_text(tiny_llama: Path) -> None:
     assert cut >= 1
 
 
-def test_per_row_sampler_is_independent_of_batch_mates() -> None:
+def test_row_sampling_is_independent_of_batch_mates() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 50)
-    together = PerRowSampler([0.8, 0.0, 1.5], [0.9, 1.0, 1.0], [11, 12, 13])(None, logits)  # type: ignore[arg-type]
-    alone = PerRowSampler([1.5], [1.0], [13])(None, logits[2:3])  # type: ignore[arg-type]
-    assert torch.equal(together[2:3], alone)
-    assert int(together[1].argmax()) == int(logits[1].argmax())  # temperature 0 is greedy
-    assert torch.isfinite(together).sum() == 3
+    together = RowSampling([0.8, 0.0, 1.5], [0.9, 1.0, 1.0], [11, 12, 13])
+    subset = RowSampling([0.8, 0.0, 1.5], [0.9, 1.0, 1.0], [11, 12, 13])  # rows 0 and 1 have finished
+    alone = RowSampling([1.5], [1.0], [13])
+    drawn = []
+    for _ in range(5):  # each step draws from the row's own stream, whoever else is in the batch
+        token = int(together.choose(logits)[2])
+        assert token == int(alone.choose(logits[2:3])[0]) == int(subset.choose(logits[2:3], rows=[2])[0])
+        drawn.append(token)
+    assert len(set(drawn)) > 1  # the stream advances
+    assert int(together.choose(logits)[1]) == int(logits[1].argmax())  # temperature 0 is greedy
 
 
 def test_nucleus_keeps_the_smallest_set_reaching_top_p() -> None:
@@ -155,3 +161,102 @@ def test_smollm2_writes_reasoning_and_batching_keeps_it(smollm2: str) -> None:
     words = " ".join(s.text for s in together.values()).lower()
     assert sum(w in words for w in ("apple", "egg", "box", "4", "3", "6", "5")) >= 3  # on topic, real English
     assert all(s.completion_tokens > 5 for s in together.values())
+
+
+class _FormerSampling:
+    """The hf teacher's former decoding, kept here as the reference: ``model.generate`` greedy over a
+    logits processor that samples each row from its own stream (only the chosen token left finite)."""
+
+    def __init__(self, requests: list[Request]):
+        self.sampling = RowSampling(
+            [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
+        )
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        chosen = self.sampling.choose(scores)
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
+
+
+def _former_texts(teacher: HFTeacher, requests: list[Request]) -> dict[str, tuple[str, int]]:
+    """Each request's text and token count by the former decoding, all in one left-padded batch."""
+    encoded = [teacher._encode(r.prompt) for r in requests]  # type: ignore[arg-type]
+    padded = teacher.tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+    with torch.inference_mode():
+        out = teacher.model.generate(
+            **padded,
+            max_new_tokens=requests[0].max_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=[_FormerSampling(requests)],
+            pad_token_id=teacher.tokenizer.pad_token_id,
+            eos_token_id=teacher._eos_ids(),
+        )
+    width = padded["input_ids"].shape[1]
+    samples = [
+        teacher._to_sample(r, len(ids), out[row, width:].tolist(), [], 0.0)
+        for row, (r, ids) in enumerate(zip(requests, encoded, strict=True))
+    ]
+    return {s.key: (s.text, s.completion_tokens) for s in samples}
+
+
+def _few_shot_requests(model: str, questions: list[str], max_tokens: int) -> list[Request]:
+    """A few-shot-like grid: a long exemplar preamble every prompt shares, 2 temperatures × 2 seeds."""
+    exemplars = [
+        {"role": "system", "content": "Solve the problem. Reason step by step, then give the answer."},
+        {"role": "user", "content": "Q: Ann has 2 pens and buys 3 more. How many pens?"},
+        {"role": "assistant", "content": "Ann starts with 2 pens. 2 + 3 = 5. The answer is 5."},
+        {"role": "user", "content": "Q: A crate holds 4 melons. How many melons are in 3 crates?"},
+        {"role": "assistant", "content": "Each crate holds 4 melons. 3 x 4 = 12. The answer is 12."},
+    ]
+    return [
+        make_request(
+            problem_id=f"p{i}",
+            teacher="hf",
+            model=model,
+            temperature=temperature,
+            seed=seed,
+            max_tokens=max_tokens,
+            prompt=RenderedPrompt(messages=[*exemplars, {"role": "user", "content": f"Q: {q}"}]),
+        )
+        for i, q in enumerate(questions)
+        for temperature in (0.7, 1.2)
+        for seed in (1, 2)
+    ]
+
+
+def test_shared_prefix_decoding_gives_the_former_texts_and_prefills_each_prompt_once(tiny_llama: Path) -> None:
+    teacher = _teacher(tiny_llama, batch_size=32)
+    requests = _few_shot_requests("tiny", QUESTIONS, max_tokens=20)
+    now = {k: (s.text, s.completion_tokens) for k, s in _run(teacher, requests).items()}
+    assert now == _former_texts(teacher, requests)  # same seeds, same texts: 16 of 16
+    assert len({text for text, _ in now.values()}) > 1  # seeds draw different texts
+    # the shared preamble once, then each of the 4 distinct prompts' own tokens once (not 16 prompts)
+    prompts = [teacher._encode(r.prompt) for r in requests[::4]]  # type: ignore[arg-type]
+    shared = shared_prefix_length(prompts)
+    assert shared > 40
+    assert teacher.prefilled_tokens == shared + sum(len(p) - shared for p in prompts)
+    assert teacher.prompt_tokens == 4 * sum(len(p) for p in prompts)
+
+
+def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(tiny_llama: Path) -> None:
+    teacher = _teacher(tiny_llama)
+    model, eos = teacher.model, teacher._eos_ids()
+    prompt = teacher._encode(_requests()[0].prompt)  # type: ignore[arg-type]
+    rows = [SampleRow(prompt, 1.0, 1.0, seed, max_tokens) for seed, max_tokens in [(1, 3), (2, 12), (3, 1), (4, 12)]]
+    together, _ = sample_rows(model, rows, eos, 0)
+    assert [len(o.token_ids) for o in together][0] <= 3 and len(together[2].token_ids) == 1
+    for row, output in zip(rows, together, strict=True):
+        alone, stats = sample_rows(model, [row], eos, 0)
+        assert alone[0].token_ids == output.token_ids
+        assert stats.prefilled_tokens == len(prompt)
+
+
+@pytest.mark.slow
+def test_smollm2_shared_prefix_gives_the_former_texts(smollm2: str) -> None:
+    teacher = _teacher(smollm2, batch_size=16)
+    requests = _few_shot_requests("smollm2", QUESTIONS[:2], max_tokens=24)
+    now = {k: (s.text, s.completion_tokens) for k, s in _run(teacher, requests).items()}
+    assert now == _former_texts(teacher, requests)
+    assert teacher.prefilled_tokens < teacher.prompt_tokens / 3

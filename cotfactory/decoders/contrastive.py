@@ -14,13 +14,12 @@ just because the contrast context finds it even more absurd.
 
 One step is one forward pass over 2·B left-padded sequences (the B target contexts stacked over the B
 contrast contexts) with a KV cache; explicit position ids make every row equal its unpadded single-row
-run. Sampling reuses ``PerRowSampler``'s idea: Gumbel-max with noise from the row's own generator, so a
+run. Sampling reuses ``per_row_sampling``'s idea: Gumbel-max with noise from the row's own generator, so a
 row's text does not depend on its batch mates.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import Any
 
 import torch
 
+from cotfactory.decoders.model_calls import cache_kwarg, logits_to_keep_kwarg, new_cache
+from cotfactory.decoders.model_calls import pad_id as pad_id_of
 from cotfactory.decoders.per_row_sampling import nucleus_mask
 
 
@@ -102,7 +103,7 @@ def contrastive_generate(
 
     settings = _RowSettings.of(rows, device)
     eos = torch.tensor(eos_token_ids, dtype=torch.long, device=device)
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_id_of(tokenizer)
     prompts = [r.target_ids for r in rows] + [r.contrast_ids for r in rows]
     with torch.inference_mode():
         decoder = _Decoder(model, prompts, pad_id, steps)
@@ -145,8 +146,8 @@ class _Decoder:
         self.mask[:, width:] = 1  # every later step feeds one real (or, once done, ignored) token per row
         self.length = width
         self.positions = self.mask[:, :width].sum(-1, keepdim=True)  # (2B, 1): position of the next token
-        self.cache = _new_cache(model)
-        self.keep_last = _logits_to_keep_kwarg(model)
+        self.cache = new_cache(model)
+        self.keep_last = logits_to_keep_kwarg(model)
 
     def prefill(self) -> torch.Tensor:
         """Run the prompts once, filling the cache; the last position's logits as float32 (2B, vocab)."""
@@ -168,12 +169,10 @@ class _Decoder:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=self.cache,
             use_cache=True,
+            **cache_kwarg(self.model, self.cache),
             **extra,
         )
-        if out.past_key_values is not None:
-            self.cache = out.past_key_values
         return out.logits[:, -1, :].float()
 
 
@@ -250,28 +249,3 @@ def _outputs(generated: torch.Tensor, lengths: torch.Tensor, stopped: torch.Tens
         ContrastiveOutput(token_ids=row[:n], finish_reason="stop" if stop else "length")
         for row, n, stop in zip(tokens, counts, stops, strict=True)
     ]
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def _new_cache(model: Any) -> Any:
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)  # knows about sliding-window layers
-    except TypeError:  # transformers < 4.56
-        return DynamicCache()
-
-
-def _logits_to_keep_kwarg(model: Any) -> dict[str, int]:
-    """Ask the prefill for the last position's logits only, under whichever name this model uses."""
-    parameters = inspect.signature(model.forward).parameters
-    for name in ("logits_to_keep", "num_logits_to_keep"):
-        if name in parameters:
-            return {name: 1}
-    return {}

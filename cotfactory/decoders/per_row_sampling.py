@@ -1,10 +1,10 @@
-"""Per-row sampling for batched ``model.generate``: each row has its own temperature, top_p and
-random stream, so a request's text does not depend on which batch it ran in.
+"""Per-row sampling for batched decoding: each row has its own temperature, top_p and random stream,
+so a request's text does not depend on which batch it ran in.
 
 ``transformers``' own sampling draws every row from one global generator, so a row's tokens change
-with its batch mates. Here a logits processor does the sampling itself — Gumbel-max with noise from
-the row's own ``torch.Generator`` — and leaves only the chosen token finite; ``generate`` then runs
-greedy, keeping its KV cache, padding, EOS and stop-string handling.
+with its batch mates. Here each row draws Gumbel noise from its own ``torch.Generator`` — exactly one
+vector of uniforms per step — and takes the argmax of its scaled logits plus that noise (Gumbel-max:
+a draw from softmax(logits / T), inside the top-p nucleus). Temperature 0 means greedy.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import LogitsProcessor
 
 
 def nucleus_mask(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -26,11 +25,11 @@ def nucleus_mask(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
 
 
-class PerRowSampler(LogitsProcessor):
-    """Samples each row from its own generator; returns scores with only the chosen token finite.
+class RowSampling:
+    """The sampling settings and generators of a batch's rows; ``choose`` draws one token per row.
 
-    Row ``i`` draws exactly one vector of uniforms from its generator per step, so the t-th token of
-    a request sees the same noise whatever batch it is in. Temperature 0 means greedy.
+    Row ``i`` draws exactly one vector of uniforms from its generator per step (greedy rows too), so
+    the t-th token of a request sees the same noise whatever batch it is in.
     """
 
     def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]):
@@ -38,19 +37,20 @@ class PerRowSampler(LogitsProcessor):
         self.top_ps = torch.tensor(list(top_ps), dtype=torch.float32).unsqueeze(1)
         self.generators = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = scores.float()
+    def choose(self, logits: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """The next token of each of ``rows`` (default: all), from their logits (len(rows), vocab)."""
+        rows = list(range(len(self.generators))) if rows is None else list(rows)
+        logits = logits.float()
         device = logits.device
-        temperatures = self.temperatures.to(device)
+        index = torch.tensor(rows)
+        temperatures = self.temperatures[index].to(device)
+        top_ps = self.top_ps[index]
         scaled = logits / temperatures.clamp_min(1e-6)
-        if bool((self.top_ps < 1.0).any()):
-            scaled = scaled.masked_fill(nucleus_mask(scaled, self.top_ps.to(device)), float("-inf"))
+        if bool((top_ps < 1.0).any()):
+            scaled = scaled.masked_fill(nucleus_mask(scaled, top_ps.to(device)), float("-inf"))
         vocab = logits.shape[-1]
-        uniform = torch.stack([torch.rand(vocab, generator=g) for g in self.generators]).to(device)
+        uniform = torch.stack([torch.rand(vocab, generator=self.generators[row]) for row in rows]).to(device)
         gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)))
         sampled = torch.argmax(scaled + gumbel, dim=-1)
         greedy = torch.argmax(logits, dim=-1)
-        chosen = torch.where(temperatures.squeeze(1) <= 0.0, greedy, sampled)
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, chosen.unsqueeze(1), 0.0)
-        return out
+        return torch.where(temperatures.squeeze(1) <= 0.0, greedy, sampled)

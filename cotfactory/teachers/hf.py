@@ -1,8 +1,10 @@
 """A local transformers causal LM as teacher: batched, length-grouped, per-sample seeds.
 
-Requests are pulled in windows, sorted by prompt length and cut into batches of ``batch_size``
-(with one max_tokens and one stop set per batch), so little compute goes to padding. Sampling is
-done per row (``sampling.PerRowSampler``): a request gives the same text alone or in a batch of 32.
+Requests are pulled in windows, grouped by template and sorted by prompt, and cut into batches of
+``batch_size`` (with one max_tokens and one stop set per batch): the samples of one prompt and the
+problems of one few-shot template land together, and ``decoders.shared_prefix`` prefills what they
+share once. Sampling is done per row (``per_row_sampling``): a request gives the same text alone, in a
+batch of 32, shared or not.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from cotfactory.config.fields import RUNTIME
-from cotfactory.distributions import TokenDistributions
 from cotfactory.errors import TeacherError
 from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
 from cotfactory.records import RenderedPrompt, Request, Sample
@@ -54,6 +55,8 @@ class HFTeacher(Teacher[HFOptions]):
         self.tokenizer.padding_side = "left"
         self._model: Any = None  # loaded on first use: a finished run never pays for it
         self.requests_sent = 0
+        self.prompt_tokens = 0  # Σ prompt tokens of the rows decoded …
+        self.prefilled_tokens = 0  # … and those the model actually ran (shared prefixes once)
 
     @property
     def model(self) -> Any:
@@ -87,14 +90,15 @@ class HFTeacher(Teacher[HFOptions]):
                 yield await asyncio.to_thread(decode, batch)
 
     def _batches(self, chunk: list[Request]) -> Iterator[list[tuple[Request, list[int]]]]:
-        """Group by (decoding kind, max_tokens, stop strings), sort by prompt length, cut into batches."""
+        """Group by (decoding kind, max_tokens, stop strings), then template, sort by prompt length and
+        tokens (a prompt's samples side by side), cut into batches."""
 
         def kind(item: tuple[Request, list[int]]) -> tuple:
             request = item[0]
             return (_contrastive(request), request.max_tokens, tuple(request.prompt.stop))  # type: ignore[union-attr]
 
         encoded = [(r, self._encode(r.prompt)) for r in chunk]  # type: ignore[arg-type]
-        encoded.sort(key=lambda item: (kind(item), len(item[1])))
+        encoded.sort(key=lambda item: (kind(item), item[0].template, len(item[1]), item[1]))
         size = self.options.batch_size
         for _, group in itertools.groupby(encoded, key=kind):
             members = list(group)
@@ -108,46 +112,41 @@ class HFTeacher(Teacher[HFOptions]):
         return ids
 
     def generate_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
-        import torch
-
-        from cotfactory.decoders.per_row_sampling import PerRowSampler
+        from cotfactory.decoders.model_calls import pad_id
+        from cotfactory.decoders.shared_prefix import SampleRow, sample_rows
 
         started = time.monotonic()
-        requests = [r for r, _ in batch]
-        first = requests[0]
-        padded = self.tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
-        device = self.model.device
-        sampler = PerRowSampler(
-            [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
+        rows = [SampleRow(ids, r.temperature, r.top_p, r.sample_seed, r.max_tokens) for r, ids in batch]
+        stop = list(batch[0][0].prompt.stop) if batch[0][0].prompt else []
+        outputs, sharing = sample_rows(
+            self.model,
+            rows,
+            self._eos_ids(),
+            pad_id(self.tokenizer),
+            stop_check=self._stop_check(stop) if stop else None,
+            logprobs_k=self.logprobs_k,
         )
-        stop = list(first.prompt.stop) if first.prompt else []
-        recorder = TopKRecorder(self.logprobs_k) if self.logprobs_k else None
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=padded["input_ids"].to(device),
-                attention_mask=padded["attention_mask"].to(device),
-                max_new_tokens=first.max_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                logits_processor=[recorder, sampler] if recorder else [sampler],
-                stop_strings=stop or None,
-                tokenizer=self.tokenizer if stop else None,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=self._eos_ids(),
-            )
         self.requests_sent += len(batch)
+        self.prompt_tokens += sharing.prompt_tokens
+        self.prefilled_tokens += sharing.prefilled_tokens
         latency = time.monotonic() - started
-        prompt_width = padded["input_ids"].shape[1]
-        samples = [
-            self._to_sample(request, len(ids), output[row, prompt_width:].tolist(), stop, latency)
-            for row, (request, ids) in enumerate(batch)
-        ]
-        if recorder is not None:
-            for row, sample in enumerate(recorder.finish(output[:, prompt_width:])):
-                samples[row].distributions = sample.head(samples[row].completion_tokens)
+        samples = []
+        for (request, ids), output in zip(batch, outputs, strict=True):
+            sample = self._to_sample(request, len(ids), output.token_ids, stop, latency)
+            if output.distributions is not None:
+                sample.distributions = output.distributions.head(sample.completion_tokens)
+            samples.append(sample)
         return samples
+
+    def _stop_check(self, stop: list[str]) -> Any:
+        """True once a row's text contains a stop string. The whole text is decoded, not a token tail:
+        a tail can lose characters at its edges (byte fragments, a SentencePiece leading space)."""
+
+        def hit(token_ids: list[int]) -> bool:
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            return any(s in text for s in stop)
+
+        return hit
 
     def generate_contrastive_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
         """SCOTT contrastive decoding: each row follows its target context (prompt with the answer it
@@ -214,54 +213,6 @@ class HFTeacher(Teacher[HFOptions]):
             sent_seed=request.sample_seed,
             sent_max_tokens=request.max_tokens,
         )
-
-
-class TopKRecorder:
-    """A logits processor that records, at each step, the top-K of the model's own distribution
-    (log-softmax of the raw logits: temperature 1, before top-p) and the log-mass outside it, and
-    passes the scores on untouched. The chosen token's log-probability is read at the next step, when
-    the token is known (and at ``finish`` for the last one)."""
-
-    def __init__(self, k: int):
-        self.k = k
-        self.steps: list[tuple[Any, Any, Any]] = []  # (top ids, top logprobs, tail) per step, (rows, …)
-        self.chosen: list[Any] = []
-        self._last: Any = None
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        if self._last is not None:
-            self.chosen.append(self._chosen_logprob(input_ids[:, -1:]))
-        logits = scores.float()
-        normalizer = torch.logsumexp(logits, dim=-1, keepdim=True)  # two passes over the vocabulary, no copy
-        top = logits.topk(self.k, dim=-1)
-        top_logprobs = top.values - normalizer
-        # the tail: log(1 - mass of the top K); float16 storage makes the lost precision of a tiny tail moot
-        tail = torch.log1p(-torch.exp(torch.logsumexp(top_logprobs, dim=-1)).clamp(max=1.0))
-        self.steps.append((top.indices.int().cpu(), top_logprobs.cpu(), tail.cpu()))
-        self._last = (logits, normalizer)
-        return scores
-
-    def _chosen_logprob(self, tokens: Any) -> Any:
-        logits, normalizer = self._last
-        return (logits.gather(1, tokens.to(logits.device)) - normalizer).squeeze(1)
-
-    def finish(self, generated: Any) -> list[TokenDistributions]:
-        """Each row's distributions over every step; ``generated`` is (rows, steps), the new tokens.
-        The caller cuts each row to its own tokens."""
-        import torch
-
-        self.chosen.append(self._chosen_logprob(generated[:, -1:]))
-        ids = torch.stack([s[0] for s in self.steps], dim=1).numpy()
-        values = torch.stack([s[1] for s in self.steps], dim=1).numpy()
-        tails = torch.stack([s[2] for s in self.steps], dim=1).numpy()
-        chosen = torch.stack([c.cpu() for c in self.chosen], dim=1).numpy()
-        tokens = generated.cpu().numpy()
-        return [
-            TokenDistributions.build(tokens[row], chosen[row], ids[row], values[row], tails[row])
-            for row in range(ids.shape[0])
-        ]
 
 
 def _contrastive(request: Request) -> bool:
