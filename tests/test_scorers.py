@@ -186,6 +186,21 @@ def test_answer_gain_matches_the_plain_reference(tiny_llama: Path) -> None:
     assert scorer.settings() == {"model": str(tiny_llama), "format": 1}
 
 
+def test_answer_gain_runs_a_shared_prompt_once(tiny_llama: Path) -> None:
+    question = ITEMS[0][0]
+    rationales = ["3 + 4 = 7.", "Tom buys 4 more: 7.", "Three and four make seven.", "3 + 5 = 8."]
+    answers = ["7", "7", "7", "8"]
+    items = [item(question, "", a, rationale=r) for r, a in zip(rationales, answers, strict=True)]
+    scorer = make_scorer(scorer_config("answer-gain", scorer_model=str(tiny_llama), reward_batch_size=8))
+    results = scorer.score(items)
+    assert scorer.rows_run == 4 + 2  # 4 "with" prompts, and "without" once per distinct answer (not 8 rows)
+    for (score, _), rationale, answer in zip(results, rationales, answers, strict=True):
+        head = f"Q: {question}\nA: "
+        with_, _ = reference_logp(scorer.model, scorer.tokenizer, f"{head}{rationale} The answer is", f" {answer}")
+        without, _ = reference_logp(scorer.model, scorer.tokenizer, f"{head}The answer is", f" {answer}")
+        assert score == pytest.approx(with_ - without, abs=1e-4)
+
+
 GAIN_PROBLEMS = [
     (
         "Tom has 3 apples and buys 4 more. How many apples does he have?",

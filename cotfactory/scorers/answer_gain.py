@@ -8,7 +8,9 @@ score = log p(answer | question, rationale) − log p(answer | question), with p
 and log p summed over the tokens of `` {answer}`` (found by character offsets, so the final "." is
 not counted even where it would merge). A rationale that explains its answer scores above zero;
 one that argues for something else, below. Both prompts of every item go through one right-padded
-forward pass per batch; only the answer positions' logits are normalised.
+forward pass per batch; only the answer positions' logits are normalised. A prompt is run once per
+batch however many items hold it: the samples of a problem that reach the same answer share their
+"without" prompt, so a grid of N samples per problem runs ~N + (distinct answers) rows, not 2N.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class AnswerGainScorer(Scorer):
         self.model = load_causal_lm(location, config.device)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = int(limit) if isinstance(limit, int) and limit > 0 else None
+        self.rows_run = 0  # prompts the model ran (identical prompts of a batch once)
 
     def settings(self) -> dict[str, Any]:
         return {"model": self.label, "format": PROMPT_FORMAT_VERSION}
@@ -111,7 +114,15 @@ class AnswerGainScorer(Scorer):
         return results
 
     def answer_logprobs(self, rows: list[Scored]) -> list[float]:
-        """Summed log-probabilities of each row's answer tokens, from one right-padded forward pass."""
+        """Summed log-probabilities of each row's answer tokens, from one right-padded forward pass over
+        the distinct rows."""
+        distinct: dict[tuple[tuple[int, ...], tuple[bool, ...]], int] = {}
+        index = [distinct.setdefault((tuple(r.ids), tuple(r.targets)), len(distinct)) for r in rows]
+        sums = self._forward([Scored(list(ids), list(targets)) for ids, targets in distinct])
+        self.rows_run += len(distinct)
+        return [sums[i] for i in index]
+
+    def _forward(self, rows: list[Scored]) -> list[float]:
         import torch
 
         width = max(len(row.ids) for row in rows)
