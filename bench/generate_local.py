@@ -109,7 +109,7 @@ class _PerRowProcessor:
         return torch.full_like(scores, float("-inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
 
 
-def before(teacher: Any, requests: list[Any], batch_size: int) -> dict[str, str]:
+def before(teacher: Any, requests: list[Any], batch_size: int) -> dict[str, tuple[str, int]]:
     """The hf teacher as it was: batches sorted by prompt length, HF ``generate`` + per-row sampling."""
     import torch
 
@@ -184,7 +184,9 @@ def main() -> None:
         temperatures, seeds = GRIDS[label]
         grid = SamplingGrid(temperatures, seeds, 1, 1.0, args.max_tokens)
         requests = list(Plan(problems, templates, grid, "hf", teacher.model_label).requests())
-        teacher.model  # load outside the timings
+        for decode in (plain_hf, before):  # warm: first calls build HF's stop-string tables, allocate, …
+            decode(teacher, requests[:2], args.batch_size)
+        cotfactory(teacher, requests[:2])
         plain_tokens, plain_s = timed(plain_hf, teacher, requests, args.batch_size)
         old, old_s = timed(before, teacher, requests, args.batch_size)
         teacher.prompt_tokens = teacher.prefilled_tokens = 0

@@ -12,10 +12,11 @@ differ. An optional plausibility bound (Li et al. 2023) keeps only tokens with
 p(t | target) >= plausibility * max p(t | target), so a token the target context finds absurd cannot win
 just because the contrast context finds it even more absurd.
 
-One step is one forward pass over 2·B left-padded sequences (the B target contexts stacked over the B
-contrast contexts) with a KV cache; explicit position ids make every row equal its unpadded single-row
-run. Sampling reuses ``per_row_sampling``'s idea: Gumbel-max with noise from the row's own generator, so a
-row's text does not depend on its batch mates.
+One step is one forward pass over 2·B sequences (the B target contexts stacked over the B contrast
+contexts) on one KV cache (``shared_prefix.SharedBatch``: what the prompts share, and each distinct
+prompt — a problem's samples repeat theirs — is prefilled once); explicit position ids make every row
+equal its unpadded single-row run. Sampling reuses ``per_row_sampling``'s idea: Gumbel-max with noise
+from the row's own generator, so a row's text does not depend on its batch mates.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from typing import Any
 
 import torch
 
-from cotfactory.decoders.model_calls import cache_kwarg, logits_to_keep_kwarg, new_cache
 from cotfactory.decoders.model_calls import pad_id as pad_id_of
 from cotfactory.decoders.per_row_sampling import nucleus_mask
+from cotfactory.decoders.shared_prefix import SharedBatch
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ def contrastive_generate(
     pad_id = pad_id_of(tokenizer)
     prompts = [r.target_ids for r in rows] + [r.contrast_ids for r in rows]
     with torch.inference_mode():
-        decoder = _Decoder(model, prompts, pad_id, steps)
-        logits = decoder.prefill()
+        decoder = SharedBatch(model, prompts, pad_id, steps)
+        logits = decoder.logits
         for step in range(steps):
             scores = _step_scores(
                 logits[:count], logits[count:], settings.temperatures, settings.weights, settings.log_plausibility
@@ -129,51 +130,6 @@ def contrastive_generate(
                 break
             logits = decoder.step(chosen.repeat(2))
     return _outputs(generated, lengths, stopped)
-
-
-class _Decoder:
-    """The 2·B left-padded sequences, their KV cache and a preallocated attention mask."""
-
-    def __init__(self, model: Any, prompts: list[list[int]], pad_id: int, steps: int):
-        self.model = model
-        device = model.device
-        width = max(len(p) for p in prompts)
-        self.input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-        self.mask = torch.zeros(len(prompts), width + steps, dtype=torch.long, device=device)
-        for row, ids in enumerate(prompts):  # left padding: every prompt ends at column width - 1
-            self.input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long, device=device)
-            self.mask[row, width - len(ids) : width] = 1
-        self.mask[:, width:] = 1  # every later step feeds one real (or, once done, ignored) token per row
-        self.length = width
-        self.positions = self.mask[:, :width].sum(-1, keepdim=True)  # (2B, 1): position of the next token
-        self.cache = new_cache(model)
-        self.keep_last = logits_to_keep_kwarg(model)
-
-    def prefill(self) -> torch.Tensor:
-        """Run the prompts once, filling the cache; the last position's logits as float32 (2B, vocab)."""
-        mask = self.mask[:, : self.length]
-        position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-        return self._forward(self.input_ids, mask, position_ids, self.keep_last)
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per sequence; the next logits as float32 (2B, vocab)."""
-        self.length += 1
-        logits = self._forward(tokens.unsqueeze(1), self.mask[:, : self.length], self.positions, {})
-        self.positions = self.positions + 1
-        return logits
-
-    def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, extra: dict[str, int]
-    ) -> torch.Tensor:
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            use_cache=True,
-            **cache_kwarg(self.model, self.cache),
-            **extra,
-        )
-        return out.logits[:, -1, :].float()
 
 
 def _step_scores(

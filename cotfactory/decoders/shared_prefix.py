@@ -81,69 +81,91 @@ def sample_rows(
     stop string in its text)."""
     if not rows:
         return [], SharingStats(0, 0)
-    device = model.device
-    distinct: dict[tuple[int, ...], int] = {}
-    row_prompt = [distinct.setdefault(tuple(r.prompt_ids), len(distinct)) for r in rows]
-    prompts = [list(p) for p in distinct]
     steps = max(r.max_tokens for r in rows)
     with torch.inference_mode():
-        cache, mask, positions, logits, prefilled = _prefill(model, prompts, pad_id, steps)
+        batch = SharedBatch(model, [r.prompt_ids for r in rows], pad_id, steps)
+        outputs = _decode(batch, rows, steps, eos_token_ids, stop_check, logprobs_k)
+    return outputs, batch.stats
+
+
+class SharedBatch:
+    """Rows decoding together on one KV cache, their prompts prefilled with what they share run once.
+
+    ``logits`` holds each live row's next-token logits (float32, (rows, vocab)); ``step`` feeds one
+    token per live row; ``keep`` drops the other rows from the batch. Call under ``inference_mode``.
+    """
+
+    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], pad_id: int, steps: int):
+        self.model = model
+        device = model.device
+        distinct: dict[tuple[int, ...], int] = {}
+        row_prompt = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        unique = [list(p) for p in distinct]
+        shared = shared_prefix_length(unique) if len(unique) > 1 else len(unique[0]) - 1
+        suffixes = [p[shared:] for p in unique]
+        width = max(len(s) for s in suffixes)
+        self.cache = new_cache(model, shared + width + steps)
+        keep_last = logits_to_keep_kwarg(model)
+        if shared:  # 1. the prefix every prompt shares, once
+            prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
+            model(input_ids=prefix, use_cache=True, **cache_kwarg(model, self.cache), **keep_last)
+            if len(unique) > 1:
+                self.cache.reorder_cache(torch.zeros(len(unique), dtype=torch.long, device=device))
+        # 2. each distinct prompt's own tokens, left-padded after the shared prefix: a hole in the mask
+        input_ids = torch.full((len(unique), width), pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros(len(unique), shared + width, dtype=torch.long, device=device)
+        mask[:, :shared] = 1
+        for row, suffix in enumerate(suffixes):
+            input_ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long, device=device)
+            mask[row, shared + width - len(suffix) :] = 1
+        out = model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp_min(0)[:, shared:],
+            use_cache=True,
+            **cache_kwarg(model, self.cache),
+            **keep_last,
+        )
+        # 3. the cache forked to every row
         expand = torch.tensor(row_prompt, device=device)
-        if len(prompts) < len(rows) or row_prompt != sorted(row_prompt):
-            cache.reorder_cache(expand)
-        mask, positions, logits = mask[expand], positions[expand], logits[expand]
-        outputs = _decode(model, rows, cache, mask, positions, logits, steps, eos_token_ids, stop_check, logprobs_k)
-    return outputs, SharingStats(sum(len(r.prompt_ids) for r in rows), prefilled)
+        if row_prompt != list(range(len(unique))):
+            self.cache.reorder_cache(expand)
+        self.mask = mask[expand]
+        self.positions = mask.sum(-1, keepdim=True)[expand]  # (rows, 1): the position of the next token
+        self.logits = out.logits[:, -1, :].float()[expand]
+        self.stats = SharingStats(sum(len(p) for p in prompts), shared + sum(len(s) for s in suffixes))
 
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these batch rows (positions in the current batch), in this order."""
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.reorder_cache(index)
+        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
 
-def _prefill(model: Any, prompts: list[list[int]], pad_id: int, steps: int) -> tuple[Any, Any, Any, Any, int]:
-    """Run the shared prefix once, then each prompt's own suffix; the cache, the attention mask and
-    next positions per prompt, the last logits (prompts, vocab) and the count of tokens run."""
-    device = model.device
-    shared = shared_prefix_length(prompts) if len(prompts) > 1 else len(prompts[0]) - 1
-    suffix_width = max(len(p) - shared for p in prompts)
-    cache = new_cache(model, shared + suffix_width + steps)
-    keep_last = logits_to_keep_kwarg(model)
-    if shared:
-        prefix = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=device)
-        model(input_ids=prefix, use_cache=True, **cache_kwarg(model, cache), **keep_last)
-        if len(prompts) > 1:
-            cache.reorder_cache(torch.zeros(len(prompts), dtype=torch.long, device=device))
-    suffixes = [p[shared:] for p in prompts]
-    width = max(len(s) for s in suffixes)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(len(prompts), shared + width, dtype=torch.long, device=device)
-    mask[:, :shared] = 1
-    for row, suffix in enumerate(suffixes):  # left padding after the shared prefix: a hole in the mask
-        input_ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long, device=device)
-        mask[row, shared + width - len(suffix) :] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)[:, shared:]
-    out = model(
-        input_ids=input_ids,
-        attention_mask=mask,
-        position_ids=position_ids,
-        use_cache=True,
-        **cache_kwarg(model, cache),
-        **keep_last,
-    )
-    positions = mask.sum(-1, keepdim=True)  # (prompts, 1): the position of the next token
-    return cache, mask, positions, out.logits[:, -1, :].float(), shared + sum(len(s) for s in suffixes)
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row ((rows,) ids); the next logits, float32 (rows, vocab)."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.mask), 1)], dim=1)
+        out = self.model(
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=self.mask,
+            position_ids=self.positions,
+            use_cache=True,
+            **cache_kwarg(self.model, self.cache),
+        )
+        self.positions = self.positions + 1
+        self.logits = out.logits[:, -1, :].float()
+        return self.logits
 
 
 def _decode(
-    model: Any,
+    batch: SharedBatch,
     rows: Sequence[SampleRow],
-    cache: Any,
-    mask: torch.Tensor,
-    positions: torch.Tensor,
-    logits: torch.Tensor,
     steps: int,
     eos_token_ids: Sequence[int],
     stop_check: Any,
     logprobs_k: int,
 ) -> list[RowOutput]:
-    """The decoding loop over the expanded cache; finished rows leave the batch."""
-    device = logits.device
+    """The decoding loop; finished rows leave the batch."""
+    device = batch.logits.device
     sampling = RowSampling([r.temperature for r in rows], [r.top_p for r in rows], [r.seed for r in rows])
     recorder = _Recorder(len(rows), steps, logprobs_k) if logprobs_k else None
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
@@ -151,9 +173,9 @@ def _decode(
     generated: list[list[int]] = [[] for _ in rows]
     active = list(range(len(rows)))  # original row index of each batch row
     for step in range(steps):
-        chosen = sampling.choose(logits, active)
+        chosen = sampling.choose(batch.logits, active)
         if recorder is not None:
-            recorder.record(step, active, logits, chosen)
+            recorder.record(step, active, batch.logits, chosen)
         hit_eos = torch.isin(chosen, eos).tolist()
         keep: list[int] = []
         for position, (row, token) in enumerate(zip(active, chosen.tolist(), strict=True)):
@@ -166,20 +188,10 @@ def _decode(
         if not keep:
             break
         if len(keep) < len(active):
-            index = torch.tensor(keep, device=device)
-            cache.reorder_cache(index)
-            mask, positions, chosen = mask[index], positions[index], chosen[index]
+            batch.keep(keep)
+            chosen = chosen[torch.tensor(keep, device=device)]
             active = [active[p] for p in keep]
-        mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-        out = model(
-            input_ids=chosen.unsqueeze(1),
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **cache_kwarg(model, cache),
-        )
-        logits = out.logits[:, -1, :].float()
-        positions = positions + 1
+        batch.step(chosen)
     return [
         RowOutput(tokens, recorder.row(i, tokens) if recorder is not None else None)
         for i, tokens in enumerate(generated)
