@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import inspect
 import json
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import openai
+import orjson
 from aiolimiter import AsyncLimiter
 from pydantic import Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -28,12 +31,23 @@ from cotfactory.errors import TeacherError
 from cotfactory.records import Request, Sample
 from cotfactory.teachers.base import Teacher, TeacherOptions
 
+try:  # the SDK's HTTP library: httpx2 from openai 3, httpx before
+    from httpx2 import Response as _HTTP_RESPONSE
+except ImportError:  # pragma: no cover
+    from httpx import Response as _HTTP_RESPONSE
+
+#: Whether the SDK's ``post`` takes a raw request body (``content=``); older ones (1.90) take only a dict.
+_SDK_TAKES_CONTENT = "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _MAX_RETRY_AFTER = 120.0
 
 
 class MalformedResponse(Exception):
     """A 200 answer that is not a usable completion (no choices, wrong count, not JSON)."""
+
+
+#: What one attempt may end in, short of a bug: transient ones are retried, the rest fail the sample.
+_FAILURES = (openai.OpenAIError, MalformedResponse, json.JSONDecodeError)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -67,17 +81,24 @@ def retry_after_seconds(exc: BaseException | None) -> float | None:
 
 
 class BackoffWait:
-    """Honour Retry-After when given; otherwise exponential backoff with full jitter."""
+    """Honour Retry-After when given; otherwise exponential backoff with full jitter.
 
-    def __init__(self, base: float = 0.5, cap: float = 30.0):
-        self.base, self.cap = base, cap
+    ``attempts_before``: attempts made before tenacity took over (its attempt 1 is the request's
+    attempt ``attempts_before + 1``)."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, attempts_before: int = 0):
+        self.base, self.cap, self.attempts_before = base, cap, attempts_before
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
+        return self.seconds(exc, self.attempts_before + state.attempt_number)
+
+    def seconds(self, exc: BaseException | None, attempt_number: int) -> float:
+        """The wait after the request's attempt ``attempt_number`` failed with ``exc``."""
         asked = retry_after_seconds(exc)
         if asked is not None:
             return min(asked, _MAX_RETRY_AFTER) + random.uniform(0, 0.1)
-        return random.uniform(0, min(self.cap, self.base * 2 ** (state.attempt_number - 1)))
+        return random.uniform(0, min(self.cap, self.base * 2 ** (attempt_number - 1)))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -200,12 +221,12 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             "top_logprobs": self.logprobs_k,
         }
         try:
-            response = await client.post("/chat/completions", body=body, cast_to=openai.types.chat.ChatCompletion)
-        except openai.OpenAIError as exc:
+            reply = read_reply(await _post(client, "/chat/completions", body), n=1)
+        except _FAILURES as exc:
             raise TeacherError(
                 f"{url} refused a --logprobs {self.logprobs_k} probe: {self.redact(describe_error(exc))[:200]}"
             ) from None
-        entries = _logprob_entries(response.choices[0]) if response.choices else None
+        entries = _logprob_entries(reply.choices[0].logprobs)
         if not entries or not entries[0][2]:
             raise TeacherError(
                 f"{url} returned no top logprobs for top_logprobs={self.logprobs_k}: it cannot record distributions"
@@ -283,22 +304,22 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
 
     async def _one(self, request: Request) -> Sample:
         started = time.monotonic()
-        response, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, request.max_tokens)
+        reply, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, request.max_tokens)
         if error is not None:
             return self._failed(request, error, attempts, started, request.sample_seed)
-        sample = self._to_samples([request], response, attempts, started, request.sample_seed, request.max_tokens)[0]
+        sample = self._to_samples([request], reply, attempts, started, request.sample_seed, request.max_tokens)[0]
         return await self._maybe_retry_length(sample, started)
 
     async def _n_call(self, group: list[Request]) -> list[Sample]:
         started = time.monotonic()
         seed = group[0].sample_seed
-        response, attempts, error = await self._send_with_retries(group[0], len(group), seed, group[0].max_tokens)
+        reply, attempts, error = await self._send_with_retries(group[0], len(group), seed, group[0].max_tokens)
         if error is not None:
             return [self._failed(r, error, attempts, started, seed) for r in group]
-        got = len(response.choices)
+        got = len(reply.choices)
         if self.n_honoured is None:
             self.n_honoured = got == len(group)
-        samples = self._to_samples(group[:got], response, attempts, started, seed, group[0].max_tokens)
+        samples = self._to_samples(group[:got], reply, attempts, started, seed, group[0].max_tokens)
         return [await self._maybe_retry_length(s, started) for s in samples]
 
     async def _maybe_retry_length(self, sample: Sample, started: float) -> Sample:
@@ -307,12 +328,12 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         bigger = self.retry_tokens
         if sample.finish_reason != "length" or bigger <= request.max_tokens:
             return sample
-        response, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, bigger)
+        reply, attempts, error = await self._send_with_retries(request, 1, request.sample_seed, bigger)
         if error is not None:  # keep the truncated sample rather than lose it
             sample.metadata["length_retry_error"] = error
             sample.attempts += attempts
             return sample
-        retried = self._to_samples([request], response, attempts, started, request.sample_seed, bigger)[0]
+        retried = self._to_samples([request], reply, attempts, started, request.sample_seed, bigger)[0]
         retried.attempts += sample.attempts
         retried.prompt_tokens += sample.prompt_tokens
         retried.completion_tokens += sample.completion_tokens
@@ -321,26 +342,37 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
 
     async def _send_with_retries(
         self, request: Request, n: int, seed: int, max_tokens: int
-    ) -> tuple[Any, int, str | None]:
-        """(response, attempts, error): error is set when the request failed for good."""
-        attempts = 0
+    ) -> tuple[Reply | None, int, str | None]:
+        """(reply, attempts, error): error is set when the request failed for good.
+
+        The first attempt runs bare and tenacity takes over only after a transient failure, with the
+        same stop and waits as if it had run from the start: its set-up and iteration cost ~40 µs of
+        client CPU per request, a few per cent of it (bench/generate_api.py), for nothing when the
+        first attempt succeeds."""
+        attempts = 1
         try:
+            try:
+                return await self._send(request, n, seed, max_tokens), attempts, None
+            except _FAILURES as exc:
+                if not is_transient(exc) or self.options.max_attempts == 1:
+                    raise
+                await asyncio.sleep(BackoffWait().seconds(exc, attempt_number=1))
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(is_transient),
-                stop=stop_after_attempt(self.options.max_attempts),
-                wait=BackoffWait(),
+                stop=stop_after_attempt(self.options.max_attempts - attempts),
+                wait=BackoffWait(attempts_before=attempts),
                 reraise=True,
             ):
                 with attempt:
                     attempts += 1
-                    response = await self._send(request, n, seed, max_tokens)
-            return response, attempts, None
-        except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
+                    reply = await self._send(request, n, seed, max_tokens)
+            return reply, attempts, None
+        except _FAILURES as exc:
             suffix = f" (after {attempts} attempts)" if is_transient(exc) else ""
             # redact before cutting: a cut through the key would leave part of it unredacted
             return None, attempts, self.redact(describe_error(exc))[:500] + suffix
 
-    async def _send(self, request: Request, n: int, seed: int, max_tokens: int) -> Any:
+    async def _send(self, request: Request, n: int, seed: int, max_tokens: int) -> Reply:
         prompt = request.prompt
         assert prompt is not None, "requests reach a teacher with their rendered prompt"
         if self._rpm:
@@ -366,18 +398,10 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             args.update({"logprobs": True, "top_logprobs": self.logprobs_k} if chat else {"logprobs": self.logprobs_k})
         body = {**args, "messages": prompt.messages} if chat else {**args, "prompt": prompt.text}
         try:
-            # ``client.post`` is the SDK's documented route for raw bodies: the same error mapping and
-            # response parsing as ``create``, without its per-call walk over the params' TypedDicts,
-            # which was the largest client CPU cost per request at high concurrency (bench/generate_api.py)
-            response = await self.clients[index].post(
-                "/chat/completions" if chat else "/completions",
-                body=body,
-                cast_to=openai.types.chat.ChatCompletion if chat else openai.types.Completion,
-            )
+            raw = await _post(self.clients[index], "/chat/completions" if chat else "/completions", body)
         finally:
             self._in_flight[index] -= 1
-        _check_response(response, n, chat=chat)
-        return response
+        return read_reply(raw, n)
 
     def _pick_client(self) -> int:
         """The replica with the fewest requests in flight (round robin among ties)."""
@@ -389,20 +413,17 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
 
     # building samples -------------------------------------------------------------------------
     def _to_samples(
-        self, requests: list[Request], response: Any, attempts: int, started: float, seed: int, max_tokens: int
+        self, requests: list[Request], reply: Reply, attempts: int, started: float, seed: int, max_tokens: int
     ) -> list[Sample]:
-        choices = sorted(response.choices, key=lambda c: c.index or 0)[: len(requests)]
-        texts = [_choice_text(c) for c in choices]
-        usage = getattr(response, "usage", None)
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = _split_tokens(int(getattr(usage, "completion_tokens", 0) or 0), texts)
+        choices = sorted(reply.choices, key=lambda c: c.index)[: len(requests)]
+        completion_tokens = _split_tokens(reply.completion_tokens, [c.text for c in choices])
         latency = time.monotonic() - started
         samples = [
             Sample(
                 request=request,
-                text=text,
+                text=choice.text,
                 finish_reason="length" if choice.finish_reason == "length" else "stop",
-                prompt_tokens=prompt_tokens if i == 0 else 0,  # billed once for an n>1 call
+                prompt_tokens=reply.prompt_tokens if i == 0 else 0,  # billed once for an n>1 call
                 completion_tokens=completion_tokens[i],
                 latency_s=latency,
                 attempts=attempts,
@@ -410,11 +431,11 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
                 sent_max_tokens=max_tokens,
                 metadata={"n": len(requests)} if len(requests) > 1 else {},
             )
-            for i, (request, choice, text) in enumerate(zip(requests, choices, texts, strict=True))
+            for i, (request, choice) in enumerate(zip(requests, choices, strict=True))
         ]
         if self._token_reader is not None:
             for sample, choice in zip(samples, choices, strict=True):
-                entries = _logprob_entries(choice)
+                entries = _logprob_entries(choice.logprobs)
                 if entries:
                     sample.distributions, unmapped = self._token_reader.read(entries, self.logprobs_k)
                     if unmapped:
@@ -455,46 +476,105 @@ def _same_setting(a: Request, b: Request) -> bool:
     ) and a.prompt is b.prompt
 
 
-def _check_response(response: Any, n: int, chat: bool) -> None:
-    """The SDK builds objects leniently; a usable answer has 1..n choices with text."""
-    kind = openai.types.chat.ChatCompletion if chat else openai.types.Completion
-    if not isinstance(response, kind):
-        raise MalformedResponse(f"expected a {kind.__name__}, got {type(response).__name__}")
-    choices = getattr(response, "choices", None)
-    if not isinstance(choices, list) or not 1 <= len(choices) <= n:
-        count = len(choices) if isinstance(choices, list) else "no"
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The fields of one reply choice that a sample is built from."""
+
+    index: int
+    text: str
+    finish_reason: Any
+    logprobs: Any  # the choice's raw ``logprobs`` object (chat or completions shape), or None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A usable completion: 1..n choices with text, and the usage counts."""
+
+    choices: list[Choice]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+async def _post(client: Any, path: str, body: dict[str, Any]) -> bytes:
+    """POST ``body`` through the SDK client and return the raw reply body.
+
+    ``cast_to=httpx.Response`` is the SDK's documented route for custom requests: the same URL, headers,
+    auth, transport, timeouts and error mapping (a 4xx/5xx raises ``openai.APIStatusError``, a dropped
+    connection ``openai.APIConnectionError``) as ``create``, but the body comes back unparsed. Building
+    the SDK's pydantic ``ChatCompletion`` objects was the largest client CPU cost per request after its
+    transport (bench/generate_api.py); :func:`read_reply` reads only the fields we use. The request
+    body goes as bytes (``content=``) where the SDK takes them, serialised by orjson."""
+    if _SDK_TAKES_CONTENT:
+        response = await client.post(path, content=_json_bytes(body), cast_to=_HTTP_RESPONSE)
+    else:  # an older SDK serialises the dict itself
+        response = await client.post(path, body=body, cast_to=_HTTP_RESPONSE)
+    return response.content
+
+
+def _json_bytes(body: dict[str, Any]) -> bytes:
+    """The body as the SDK would serialise it (compact, UTF-8), by orjson; the stdlib for what orjson
+    refuses (an integer beyond 64 bits: a seed the server then rejects with a 400, as before)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def read_reply(raw: bytes, n: int) -> Reply:
+    """The reply's choices and usage, or MalformedResponse (a 200 without 1..n choices with text)."""
+    data = orjson.loads(raw)  # not JSON: orjson.JSONDecodeError, a json.JSONDecodeError (transient)
+    found = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(found, list) or not 1 <= len(found) <= n:
+        count = len(found) if isinstance(found, list) else "no"
         raise MalformedResponse(f"asked for {n} choice(s), got {count}")
-    for choice in choices:
-        if not isinstance(_choice_text(choice), str):
+    choices = []
+    for choice in found:
+        if not isinstance(choice, dict):
+            raise MalformedResponse("a choice is not an object")
+        message = choice.get("message")
+        if message is not None:  # chat; a null content (a refusal, a tool call) is an empty text
+            text = message.get("content") if isinstance(message, dict) else None
+            text = "" if text is None else text
+        else:
+            text = choice.get("text")
+        if not isinstance(text, str):
             raise MalformedResponse("a choice has no text")
+        index = choice.get("index")
+        choices.append(
+            Choice(index if isinstance(index, int) else 0, text, choice.get("finish_reason"), choice.get("logprobs"))
+        )
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return Reply(choices, _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
 
 
-def _choice_text(choice: Any) -> Any:
-    message = getattr(choice, "message", None)
-    if message is not None:
-        return message.content if message.content is not None else ""
-    return getattr(choice, "text", None)
+def _count(value: Any) -> int:
+    """A usage count as a non-negative int (0 when absent or not a number)."""
+    return int(value) if isinstance(value, int | float) and value > 0 else 0
 
 
-def _logprob_entries(choice: Any) -> list[tuple[str, float, dict[str, float]]] | None:
-    """(token, logprob, {top token: logprob}) per generated token, from a chat choice
-    (``logprobs.content``) or a completions choice (``logprobs.tokens`` / ``top_logprobs``)."""
-    found = getattr(choice, "logprobs", None)
-    if found is None:
+def _logprob_entries(found: Any) -> list[tuple[str, float, dict[str, float]]] | None:
+    """(token, logprob, {top token: logprob}) per generated token, from a chat choice's ``logprobs``
+    (``content``) or a completions choice's (``tokens`` / ``token_logprobs`` / ``top_logprobs``)."""
+    if not isinstance(found, dict):
         return None
-    content = getattr(found, "content", None)
+    content = found.get("content")
     if content is not None:
         return [
-            (entry.token, entry.logprob, {top.token: top.logprob for top in entry.top_logprobs or []})
+            (
+                entry["token"],
+                entry["logprob"],
+                {top["token"]: top["logprob"] for top in entry.get("top_logprobs") or []},
+            )
             for entry in content
         ]
-    tokens = getattr(found, "tokens", None)
+    tokens = found.get("tokens")
     if tokens is None:
         return None
-    tops = getattr(found, "top_logprobs", None) or [{}] * len(tokens)
+    tops = found.get("top_logprobs") or [{}] * len(tokens)
     return [
         (token, logprob, dict(top or {}))
-        for token, logprob, top in zip(tokens, found.token_logprobs, tops, strict=False)
+        for token, logprob, top in zip(tokens, found.get("token_logprobs") or [], tops, strict=False)
     ]
 
 
