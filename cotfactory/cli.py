@@ -167,9 +167,11 @@ def train_student(config: TrainConfig) -> None:
     """Train a student (T5 or LLaMA-family, LoRA or full) with a distillation method."""
     _check_student(config.method, config.student, "")
     _check_output_dir(config.out)
-    from cotfactory.students.train import run_train  # imports torch: after the quick checks
+    from cotfactory.students.train import is_main_process, run_train  # imports torch: after the quick checks
 
     result = run_train(config, err)
+    if not is_main_process():  # under torchrun: rank 0 reports
+        return
     tasks = ", ".join(f"{name} {count}" for name, count in result.tasks.items())
     err.print(
         f"trained {config.method} on {result.examples} examples ({tasks}) for {result.steps} steps; "

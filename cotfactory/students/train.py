@@ -4,12 +4,20 @@ Saves, in OUT (a ``StudentDir``): the PEFT adapter (``PeftModel.from_pretrained(
 or the full model, the tokenizer, ``student.json`` (the resolved config and how to load the student),
 ``metrics.jsonl`` (loss per logging step and per task) and ``examples.jsonl`` (what the student learned
 from, each example with its teacher sample's key). Checkpoints go to OUT/checkpoints.
+
+Under ``torchrun --nproc_per_node N`` (DDP: gloo on CPU, nccl on GPUs) every process trains on its
+share of each global batch of N × ``--batch-size`` examples, and only rank 0 writes OUT: the same
+losses and weights as one process with ``--batch-size`` N times larger (see cotfactory.students.trainer).
+A live ``--teacher`` (gkd, --hidden-cosine, --init-from-teacher) is loaded by every process, on its own
+GPU under ``--teacher-device auto``; the recorded distributions of ``--distill kd|slim|reverse-kl|jsd``
+need no teacher model in training at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +67,13 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     before anything is written to ``config.out``."""
     import datasets
     import torch
-    from transformers import TrainingArguments
+    from transformers import TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
 
     method = check_method(config.method)  # a student that could not be evaluated is not trained
     console = console or make_console(stderr=True)
+    if not is_main_process():
+        console = Console(quiet=True)  # rank 0 says it once
     records = load_records(config.input, config.format)
     if config.limit:
         records = records[: config.limit]
@@ -88,15 +98,10 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     for line in lengths.lines(config.max_source_length, config.max_target_length):
         console.print(line, highlight=False, soft_wrap=True)
     if config.lora_r > 0:
+        set_seed(config.seed)  # the adapter's initialisation is the seed's, whatever ran before
         model = _with_lora(model, config, causal)
     out = StudentDir(config.out)
-    out.path.mkdir(parents=True, exist_ok=True)
     checkpoint = last_checkpoint(out.checkpoints) if config.resume else None
-    if checkpoint is None:
-        out.metrics.unlink(missing_ok=True)
-        shutil.rmtree(out.checkpoints, ignore_errors=True)
-    else:
-        _trim_metrics(out.metrics, _checkpoint_step(checkpoint))
     datasets.disable_progress_bars()
     args = TrainingArguments(
         output_dir=str(out.checkpoints),
@@ -109,7 +114,16 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
         dataloader_pin_memory=torch.cuda.is_available(),
         **{argument: getattr(config, field) for argument, field in _TRAINER_ARGUMENTS.items()},
         **_length_grouping(config.group_by_length),
+        **_distributed_arguments(),
     )
+    with args.main_process_first(local=False):  # the other ranks wait: OUT is rank 0's alone
+        if args.should_save:
+            out.path.mkdir(parents=True, exist_ok=True)
+            if checkpoint is None:
+                out.metrics.unlink(missing_ok=True)
+                shutil.rmtree(out.checkpoints, ignore_errors=True)
+            else:
+                _trim_metrics(out.metrics, _checkpoint_step(checkpoint))
     start = getattr(model.config, "decoder_start_token_id", None) or tokenizer.pad_token_id
     progress = RichTrainingProgress(console, f"train {config.method}")
     trainer = MultitaskTrainer(
@@ -126,10 +140,12 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     progress.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # the raw {'loss': …} dicts: metrics.jsonl and the bar hold them
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
-    write_jsonl_atomic(out.examples, (dataclasses.asdict(e) for e in examples))
-    out.evaluation.unlink(missing_ok=True)  # an earlier student's score is not this one's
-    write_model_card(out.path)  # after save_pretrained, whose generic card it replaces
+    if args.should_save:
+        _save(out, trainer.model, tokenizer, config, causal, task_names, len(examples))
+        write_jsonl_atomic(out.examples, (dataclasses.asdict(e) for e in examples))
+        out.evaluation.unlink(missing_ok=True)  # an earlier student's score is not this one's
+        write_model_card(out.path)  # after save_pretrained, whose generic card it replaces
+    trainer.accelerator.wait_for_everyone()  # every rank returns once OUT is whole
     counts = {name: sum(e.task == name for e in examples) for name in task_names}
     return TrainResult(out.path, len(examples), counts, output.global_step, output.training_loss)
 
@@ -165,9 +181,14 @@ def _live_teacher(config: TrainConfig, student: Any, tokenizer: Any, causal: boo
             f"student '{config.student}' is a seq2seq model: --distill gkd, --init-from-teacher and --hidden-cosine "
             "need a causal (decoder-only) student"
         )
+    import torch
+
     from cotfactory.students.on_policy import LiveTeacher
 
-    return LiveTeacher.load(config.teacher, config.teacher_device, tokenizer, student)
+    device = config.teacher_device
+    if device == "auto" and world_size() > 1 and torch.cuda.is_available():
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # its rank's GPU: "cuda" is GPU 0 in every rank
+    return LiveTeacher.load(config.teacher, device, tokenizer, student)
 
 
 def _from_live_teacher(
@@ -253,6 +274,31 @@ def _with_lora(model: Any, config: TrainConfig, causal: bool) -> Any:
         return get_peft_model(model, lora)
     except ValueError as exc:
         raise ConfigError(f"lora_target: {str(exc).splitlines()[0]}") from None
+
+
+def world_size() -> int:
+    """The processes a launcher (torchrun, accelerate, deepspeed) started for this training: 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0, the one that writes OUT and speaks; known from the launcher's environment before the
+    process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _distributed_arguments() -> dict[str, Any]:
+    """TrainingArguments for DDP when a launcher started several processes. On CPU the Trainer picks
+    no backend by itself: under torchrun each process trained alone (world size 1), all of them writing
+    OUT; gloo is asked for only then, since one process with a backend finds no group to join. Every
+    trainable weight takes part in each step (a LoRA's frozen base is not trainable), so DDP need not
+    search the graph for unused ones."""
+    import torch
+
+    if world_size() <= 1:
+        return {}
+    cpu = {} if torch.cuda.is_available() else {"use_cpu": True, "ddp_backend": "gloo"}
+    return {"ddp_find_unused_parameters": False, **cpu}
 
 
 def _length_grouping(enabled: bool) -> dict[str, Any]:

@@ -2,8 +2,16 @@
 
 Each example belongs to a task (label, rationale, factual, counterfactual, …) with a weight; the
 loss of a batch is Σ_task weight_task · mean(loss of that task's examples), each example's loss the
-mean over its target tokens. Everything else — length-grouped batches, gradient accumulation,
-checkpoints, resume, bf16, multi-GPU under ``accelerate launch`` — is the stock Trainer's.
+mean over its target tokens. The order of the examples is drawn per epoch from the seed
+(``GlobalOrderSampler``: length-grouped by default); everything else — gradient accumulation,
+checkpoints, resume, bf16 — is the stock Trainer's.
+
+Across processes (``torchrun --nproc_per_node N``, DDP), a step is the same as one process's with
+``--batch-size`` N times larger: every rank draws the same global order (``GlobalOrderSampler``) and
+trains on its share of each global batch, and the loss of a rank's share is scaled by the global
+batch's per-task counts (``multitask_loss_across``), so the mean DDP takes over the ranks' gradients
+is the gradient of the global batch's loss. A last global batch that does not divide among the ranks
+is filled with ``FILLER`` rows (task -1), which count for nothing.
 
 With a live teacher (``LiveTeaching``) two more things happen, both per example like the rest:
 ``--distill gkd`` replaces some batches' completions with the student's own before the step
@@ -22,8 +30,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from cotfactory.students.distill_losses import distillation_loss
 from cotfactory.students.features import IGNORE
@@ -31,6 +40,7 @@ from cotfactory.students.init_from_teacher import HiddenCosine, layer_outputs
 from cotfactory.students.on_policy import LiveTeacher, OnPolicy, gkd_example_losses, on_policy_batch
 
 TEACHER_FIELDS = ("teacher_ids", "teacher_logprobs", "teacher_tail")  # what the collator adds with --distill
+FILLER = -1  # the task id of the rows that fill a last global batch across processes: no loss, no count
 
 
 def example_losses(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -66,24 +76,62 @@ def multitask_loss(
     return total, by_task
 
 
-class EpochSeededLengthSampler(LengthGroupedSampler):
-    """transformers' length-grouped order, drawn from ``seed + epoch`` instead of torch's global state.
+def multitask_loss_across(
+    per_example: torch.Tensor, task_ids: torch.Tensor, weights: torch.Tensor, tasks: int, world: int
+) -> tuple[torch.Tensor, dict[int, float]]:
+    """This rank's part of the global batch's ``multitask_loss`` (every rank calls it on its share).
 
-    The stock sampler shuffles with the global RNG at each epoch start, so a run resumed in the
-    middle of epoch 1 or later sees different batches than the uninterrupted run did. Seeding per
-    epoch makes ``--resume`` reproduce the same batches, hence the same weights.
+    A task's mean is over the global batch, whose per-task counts and loss sums one all_reduce gives;
+    the rank returns ``world · Σ_i weight_i · loss_i / count(task_i)``, so the mean of the ranks'
+    losses (and of their gradients, which DDP takes) is the global batch's loss. Also each task's
+    mean over the global batch, the same on every rank. Rows of task ``FILLER`` count nothing."""
+    import torch.distributed as dist
+
+    real = task_ids != FILLER
+    task = torch.where(real, task_ids, 0)
+    stats = per_example.new_zeros(2, tasks)
+    stats[0].index_add_(0, task[real], per_example.detach()[real])
+    stats[1].index_add_(0, task[real], torch.ones_like(per_example)[real])
+    dist.all_reduce(stats)
+    sums, counts = stats
+    coefficient = torch.where(real, weights / counts[task].clamp_min(1.0), 0.0)
+    # a share of fillers only still reaches every weight (times 0): DDP waits for every gradient
+    loss = world * (coefficient * per_example).sum()
+    by_task = {t: float(sums[t] / counts[t]) for t in range(tasks) if counts[t] > 0}
+    return loss, by_task
+
+
+class GlobalOrderSampler(Sampler[int]):
+    """The training order of an epoch, drawn from ``seed + epoch`` and the same in every process.
+
+    Length-grouped (transformers' grouping, in megabatches of ``batch_size`` = the global batch of an
+    optimizer step) or a plain permutation. The stock samplers shuffle with the global RNG, so a run
+    resumed in the middle of epoch 1 or later saw different batches than the uninterrupted run did;
+    and the stock length grouping groups per device batch, so N processes drew another order than one.
+    Across processes (accelerate deals the order out in per-device batches, round robin) the order is
+    padded with ``filler`` to a multiple of ``pad_to`` (the per-device batch times the processes): the
+    last global batch then splits evenly instead of wrapping round to the epoch's first examples.
     """
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
+    def __init__(
+        self, lengths: list[int], batch_size: int, seed: int, grouped: bool = True, pad_to: int = 1, filler: int = 0
+    ):
+        self.lengths, self.batch_size, self.seed, self.grouped = lengths, batch_size, seed, grouped
+        self.pad_to, self.filler, self.epoch = pad_to, filler, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def __len__(self) -> int:
+        return len(self.lengths) + (-len(self.lengths) % self.pad_to)
+
     def __iter__(self) -> Any:
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.grouped:
+            order = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        else:
+            order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        return iter(order + [self.filler] * (len(self) - len(order)))
 
 
 @dataclass(frozen=True)
@@ -135,6 +183,8 @@ class LiveTeaching:
 
 
 class MultitaskTrainer(Trainer):
+    loss_is_scaled_for_ga = False  # compute_loss returns a batch mean: training_step divides it by the accumulation
+
     def __init__(
         self,
         *args: Any,
@@ -145,6 +195,14 @@ class MultitaskTrainer(Trainer):
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        # The model's forward takes **kwargs, so the Trainer would count label tokens for it
+        # (num_items_in_batch) and leave the loss unscaled for gradient accumulation: --grad-accum k gave
+        # k times the gradient. Our loss is a batch mean and ignores that count (transformers 4.x reads this).
+        self.model_accepts_loss_kwargs = False
+        self.lengths: list[int] = self.train_dataset["length"][:]  # a list (a Column reads row by row)
+        if self.args.world_size > 1 and self.lengths:  # one FILLER row for GlobalOrderSampler to pad with
+            shortest = min(range(len(self.lengths)), key=self.lengths.__getitem__)
+            self.train_dataset = self.train_dataset.add_item({**self.train_dataset[shortest], "task_id": FILLER})
         self.causal = causal
         self.task_names = task_names
         self.distillation = distillation or Distillation()
@@ -165,16 +223,25 @@ class MultitaskTrainer(Trainer):
             self._draws.append(drawn)
             if drawn:
                 student = self.accelerator.unwrap_model(model)
-                seed = settings.sampling_seed(step, micro)
+                seed = settings.sampling_seed(step, micro) ^ self.args.process_index  # ranks sample apart
                 inputs = on_policy_batch(student, inputs, settings, seed, self.live.pad_id, self.live.eos_ids)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        sampler = super()._get_train_sampler(train_dataset)
-        if type(sampler) is LengthGroupedSampler:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, seed)
-        return sampler
+        """Every process draws the same order, grouped by the global batch of an optimizer step."""
+        args = self.args
+        grouped = getattr(args, "train_sampling_strategy", None) == "group_by_length" or getattr(
+            args, "group_by_length", False
+        )
+        world = max(args.world_size, 1)
+        return GlobalOrderSampler(
+            self.lengths,
+            args.train_batch_size * args.gradient_accumulation_steps * world,
+            args.data_seed if args.data_seed is not None else args.seed,
+            grouped=grouped,
+            pad_to=args.train_batch_size * world if world > 1 else 1,
+            filler=len(self.lengths),  # the FILLER row, there when world > 1
+        )
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -203,7 +270,12 @@ class MultitaskTrainer(Trainer):
             per_example = example_losses(outputs.logits, labels, self.causal)
         if hidden is not None:
             per_example = per_example + hidden.example_losses(student_states, teacher_states, whole_labels)
-        loss, by_task = multitask_loss(per_example, task_ids, weights)
+        if self.args.world_size > 1:
+            loss, by_task = multitask_loss_across(
+                per_example, task_ids, weights, len(self.task_names), self.args.world_size
+            )
+        else:
+            loss, by_task = multitask_loss(per_example, task_ids, weights)
         if model.training:
             for task, value in by_task.items():
                 self._task_sums[self.task_names[task]].append(value)
