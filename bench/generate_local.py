@@ -31,6 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import former_hf_samples  # noqa: E402  the former decoding, the reference the tests use too
 
 FLOP_PER_TOKEN = 2 * 135e6  # 2 x parameters, the usual forward-pass estimate
 TEMPLATES = ["few-shot-cot-gsm8k", "zero-shot-cot"]
@@ -77,67 +79,21 @@ def plain_hf(teacher: Any, requests: list[Any], batch_size: int) -> int:
                     stop_strings=list(batch[0][0].prompt.stop) or None,
                     tokenizer=tokenizer,
                 )
-            tokens += sum(_generated(teacher, row) for row in out[:, padded["input_ids"].shape[1] :].tolist())
+            width, stop = padded["input_ids"].shape[1], list(batch[0][0].prompt.stop)
+            tokens += sum(
+                teacher._to_sample(r, len(ids), row, stop, 0.0).completion_tokens
+                for (r, ids), row in zip(batch, out[:, width:].tolist(), strict=True)
+            )
     return tokens
-
-
-def _generated(teacher: Any, row: list[int]) -> int:
-    eos = set(teacher._eos_ids())
-    for count, token in enumerate(row, 1):
-        if token in eos:
-            return count
-    while row and row[-1] == teacher.tokenizer.pad_token_id:
-        row = row[:-1]
-    return len(row)
-
-
-class _PerRowProcessor:
-    """The hf teacher's former sampling: a logits processor drawing each row from its own stream and
-    leaving only the chosen token finite, under greedy ``generate``."""
-
-    def __init__(self, requests: list[Any]):
-        from cotfactory.decoders.per_row_sampling import RowSampling
-
-        self.sampling = RowSampling(
-            [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
-        )
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
-
-        chosen = self.sampling.choose(scores)
-        return torch.full_like(scores, float("-inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
 
 
 def before(teacher: Any, requests: list[Any], batch_size: int) -> dict[str, tuple[str, int]]:
     """The hf teacher as it was: batches sorted by prompt length, HF ``generate`` + per-row sampling."""
-    import torch
-
-    tokenizer, model = teacher.tokenizer, teacher.model
-    encoded = sorted(((r, teacher._encode(r.prompt)) for r in requests), key=lambda item: len(item[1]))
+    ordered = sorted(requests, key=lambda r: len(teacher._encode(r.prompt)))
     texts = {}
-    for start in range(0, len(encoded), batch_size):
-        batch = encoded[start : start + batch_size]
-        stop = list(batch[0][0].prompt.stop)
-        padded = tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
-        with torch.inference_mode():
-            out = model.generate(
-                **padded,
-                max_new_tokens=batch[0][0].max_tokens,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                logits_processor=[_PerRowProcessor([r for r, _ in batch])],
-                stop_strings=stop or None,
-                tokenizer=tokenizer if stop else None,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=teacher._eos_ids(),
-            )
-        width = padded["input_ids"].shape[1]
-        for row, (request, ids) in enumerate(batch):
-            sample = teacher._to_sample(request, len(ids), out[row, width:].tolist(), stop, 0.0)
-            texts[request.key] = (sample.text, sample.completion_tokens)
+    for start in range(0, len(ordered), batch_size):
+        for sample in former_hf_samples(teacher, ordered[start : start + batch_size]):
+            texts[sample.key] = (sample.text, sample.completion_tokens)
     return texts
 
 

@@ -158,3 +158,43 @@ def arith_generate_args(base_url: str, data: Path, out: Path, *extra: str) -> li
         "--model", "arith-teacher", "--base-url", base_url, "--api-key-env", "", "--template", "zero-shot-cot",
         "--max-tokens", "64", "--out", str(out), *extra,
     ]  # fmt: skip
+
+
+def former_hf_samples(teacher: Any, requests: list[Request]) -> list[Sample]:
+    """The hf teacher's former decoding, kept as the reference its shared-prefix loop must match:
+    HF ``model.generate`` greedy over a logits processor that samples each row from its own stream
+    (``RowSampling``; only the chosen token left finite), all requests in one left-padded batch."""
+    import torch
+
+    from cotfactory.decoders.per_row_sampling import RowSampling
+
+    sampling = RowSampling(
+        [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
+    )
+
+    def per_row(input_ids: Any, scores: Any) -> Any:
+        chosen = sampling.choose(scores)
+        return torch.full_like(scores, float("-inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
+
+    encoded = [teacher._encode(r.prompt) for r in requests]
+    stop = list(requests[0].prompt.stop)
+    padded = teacher.tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+    with torch.inference_mode():
+        out = teacher.model.generate(
+            **padded,
+            max_new_tokens=requests[0].max_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=[per_row],
+            stop_strings=stop or None,
+            tokenizer=teacher.tokenizer if stop else None,
+            pad_token_id=teacher.tokenizer.pad_token_id,
+            eos_token_id=teacher._eos_ids(),
+        )
+    width = padded["input_ids"].shape[1]
+    return [
+        teacher._to_sample(request, len(ids), out[row, width:].tolist(), stop, 0.0)
+        for row, (request, ids) in enumerate(zip(requests, encoded, strict=True))
+    ]

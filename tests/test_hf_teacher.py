@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_request
+from helpers import former_hf_samples, make_request
 
 from cotfactory.decoders.per_row_sampling import RowSampling, nucleus_mask
 from cotfactory.decoders.shared_prefix import SampleRow, sample_rows, shared_prefix_length
@@ -163,42 +163,9 @@ def test_smollm2_writes_reasoning_and_batching_keeps_it(smollm2: str) -> None:
     assert all(s.completion_tokens > 5 for s in together.values())
 
 
-class _FormerSampling:
-    """The hf teacher's former decoding, kept here as the reference: ``model.generate`` greedy over a
-    logits processor that samples each row from its own stream (only the chosen token left finite)."""
-
-    def __init__(self, requests: list[Request]):
-        self.sampling = RowSampling(
-            [r.temperature for r in requests], [r.top_p for r in requests], [r.sample_seed for r in requests]
-        )
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        chosen = self.sampling.choose(scores)
-        return torch.full_like(scores, float("-inf")).scatter_(1, chosen.unsqueeze(1), 0.0)
-
-
 def _former_texts(teacher: HFTeacher, requests: list[Request]) -> dict[str, tuple[str, int]]:
-    """Each request's text and token count by the former decoding, all in one left-padded batch."""
-    encoded = [teacher._encode(r.prompt) for r in requests]  # type: ignore[arg-type]
-    padded = teacher.tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
-    with torch.inference_mode():
-        out = teacher.model.generate(
-            **padded,
-            max_new_tokens=requests[0].max_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            logits_processor=[_FormerSampling(requests)],
-            pad_token_id=teacher.tokenizer.pad_token_id,
-            eos_token_id=teacher._eos_ids(),
-        )
-    width = padded["input_ids"].shape[1]
-    samples = [
-        teacher._to_sample(r, len(ids), out[row, width:].tolist(), [], 0.0)
-        for row, (r, ids) in enumerate(zip(requests, encoded, strict=True))
-    ]
-    return {s.key: (s.text, s.completion_tokens) for s in samples}
+    """Each request's text and token count by the former decoding, all in one batch."""
+    return {s.key: (s.text, s.completion_tokens) for s in former_hf_samples(teacher, requests)}
 
 
 def _few_shot_requests(model: str, questions: list[str], max_tokens: int) -> list[Request]:

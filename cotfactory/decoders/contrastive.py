@@ -22,13 +22,14 @@ from the row's own generator, so a row's text does not depend on its batch mates
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from cotfactory.decoders.model_calls import pad_id as pad_id_of
+from cotfactory.decoders.model_calls import stop_string_check
 from cotfactory.decoders.per_row_sampling import nucleus_mask
 from cotfactory.decoders.shared_prefix import SharedBatch
 
@@ -106,6 +107,7 @@ def contrastive_generate(
     eos = torch.tensor(eos_token_ids, dtype=torch.long, device=device)
     pad_id = pad_id_of(tokenizer)
     prompts = [r.target_ids for r in rows] + [r.contrast_ids for r in rows]
+    stop_check = stop_string_check(tokenizer, stop_strings) if stop_strings else None
     with torch.inference_mode():
         decoder = SharedBatch(model, prompts, pad_id, steps)
         logits = decoder.logits
@@ -122,8 +124,8 @@ def contrastive_generate(
             hit_eos = active & torch.isin(chosen, eos)
             stopped |= hit_eos
             done = done | hit_eos | (lengths >= max_tokens)
-            if stop_strings:
-                hit_stop = _hits_stop_string(tokenizer, generated, lengths, active & ~hit_eos, stop_strings)
+            if stop_check is not None:
+                hit_stop = _hits_stop_string(stop_check, generated, lengths, active & ~hit_eos)
                 stopped |= hit_stop
                 done |= hit_stop
             if bool(done.all()):
@@ -185,17 +187,12 @@ def _gumbel(generators: list[torch.Generator | None], vocab: int) -> torch.Tenso
 
 
 def _hits_stop_string(
-    tokenizer: Any, generated: torch.Tensor, lengths: torch.Tensor, candidates: torch.Tensor, stop_strings: list[str]
+    hit: Callable[[Sequence[int]], bool], generated: torch.Tensor, lengths: torch.Tensor, candidates: torch.Tensor
 ) -> torch.Tensor:
-    """True for candidate rows whose decoded text now contains a stop string.
-
-    The whole rationale is decoded, not a token tail: a tail can lose characters at its edges (byte
-    fragments, a SentencePiece leading space), and decoding a few hundred tokens costs microseconds.
-    """
+    """True for candidate rows whose decoded text now contains a stop string (``hit``)."""
     hits = torch.zeros_like(candidates)
     for row in torch.nonzero(candidates).flatten().tolist():
-        text = tokenizer.decode(generated[row, : int(lengths[row])].tolist(), skip_special_tokens=True)
-        hits[row] = any(s in text for s in stop_strings)
+        hits[row] = hit(generated[row, : int(lengths[row])].tolist())
     return hits
 
 

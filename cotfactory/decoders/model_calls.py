@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -51,3 +52,17 @@ def pad_id(tokenizer: Any) -> int:
         if candidate is not None:
             return int(candidate)
     return 0
+
+
+def stop_string_check(tokenizer: Any, stop_strings: Sequence[str]) -> Callable[[Sequence[int]], bool]:
+    """True once a row's generated tokens decode to a text holding a stop string.
+
+    The whole text is decoded, not a token tail: a tail can lose characters at its edges (byte
+    fragments, a SentencePiece leading space), and decoding a few hundred tokens costs microseconds.
+    """
+
+    def hit(token_ids: Sequence[int]) -> bool:
+        text = tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return any(s in text for s in stop_strings)
+
+    return hit

@@ -112,7 +112,7 @@ class HFTeacher(Teacher[HFOptions]):
         return ids
 
     def generate_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
-        from cotfactory.decoders.model_calls import pad_id
+        from cotfactory.decoders.model_calls import pad_id, stop_string_check
         from cotfactory.decoders.shared_prefix import SampleRow, sample_rows
 
         started = time.monotonic()
@@ -123,7 +123,7 @@ class HFTeacher(Teacher[HFOptions]):
             rows,
             self._eos_ids(),
             pad_id(self.tokenizer),
-            stop_check=self._stop_check(stop) if stop else None,
+            stop_check=stop_string_check(self.tokenizer, stop) if stop else None,
             logprobs_k=self.logprobs_k,
         )
         self.requests_sent += len(batch)
@@ -137,16 +137,6 @@ class HFTeacher(Teacher[HFOptions]):
                 sample.distributions = output.distributions.head(sample.completion_tokens)
             samples.append(sample)
         return samples
-
-    def _stop_check(self, stop: list[str]) -> Any:
-        """True once a row's text contains a stop string. The whole text is decoded, not a token tail:
-        a tail can lose characters at its edges (byte fragments, a SentencePiece leading space)."""
-
-        def hit(token_ids: list[int]) -> bool:
-            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-            return any(s in text for s in stop)
-
-        return hit
 
     def generate_contrastive_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Sample]:
         """SCOTT contrastive decoding: each row follows its target context (prompt with the answer it
