@@ -27,6 +27,7 @@ from cotfactory.budget import TokenBudget
 from cotfactory.config.files import read_config_file
 from cotfactory.config.generate import GenerateConfig
 from cotfactory.console import make_console
+from cotfactory.decoders.tree_search import TreeSettings
 from cotfactory.errors import ConfigError
 from cotfactory.export import export_distributions, export_samples
 from cotfactory.hashing import stable_hash
@@ -106,14 +107,19 @@ def prepare(config: GenerateConfig) -> Prepared:
         else None
     )
     grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
+    search = (
+        TreeSettings(config.branch, config.beam, config.max_depth, config.step_delimiter, config.repeat_similarity)
+        if config.search == "tree"
+        else None
+    )
     # every prompt renders (and every contrast answer exists) before a teacher is even built
-    collections.deque(Plan(problems, templates, grid, "-", "-", contrast).requests(), maxlen=0)
+    collections.deque(Plan(problems, templates, grid, "-", "-", contrast, search).requests(), maxlen=0)
     if config.until_correct and (lacking := next((p.id for p in problems if p.gold is None), None)):
         raise ConfigError(f"--until-correct needs gold answers; problem '{lacking}' has none (use --until-agree)")
     rationalize = _rationalize_template(config, problems, extra_dirs)
     teacher = make_teacher(config.teacher, config.retry_tokens)
     teacher.logprobs_k = config.logprobs
-    plan = Plan(problems, templates, grid, teacher=teacher.name, model=teacher.model_label, contrast=contrast)
+    plan = Plan(problems, templates, grid, teacher.name, teacher.model_label, contrast, search)
     checked: set[str] = set()
     for request in itertools.islice(plan.requests(), len(plan) // len(problems)):  # the first problem's requests
         if request.template not in checked and request.prompt is not None:

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from cotfactory.decoders.tree_search import TreeSettings
 from cotfactory.perturb import Perturbation, display_answer, perturbed_answer
 from cotfactory.problems import ProblemFile
 from cotfactory.prompts import Template
@@ -48,9 +49,12 @@ class Plan:
     teacher: str
     model: str
     contrast: Contrast | None = None
+    search: TreeSettings | None = None  # step-level tree search: each setting is a tree of ``beam`` candidates
 
     def __len__(self) -> int:
         per_setting = 2 if self.contrast and self.contrast.counterfactual else 1
+        if self.search is not None:
+            per_setting = self.search.beam
         return len(self.problems) * len(self.templates) * self.grid.per_problem_template * per_setting
 
     def requests(self, with_prompts: bool = True) -> Iterator[Request]:
@@ -67,10 +71,12 @@ class Plan:
                 for seed in grid.seeds:
                     for index in range(grid.samples_per_setting):
                         request = self._request(problem_hash, problem, template, temperature, seed, index, prompt)
-                        if self.contrast is None:
-                            yield request
-                        else:
+                        if self.contrast is not None:
                             yield from self._contrastive(request, problem, template, with_prompts)
+                        elif self.search is not None:
+                            yield from self._tree(request, self.search)
+                        else:
+                            yield request
 
     def rationalize_request(self, problem: Problem, template: Template, with_prompts: bool = True) -> Request:
         """The request for a rationale of the gold answer (``mode="rationalized"``), at the grid's first
@@ -145,6 +151,12 @@ class Plan:
                     "contrast": template.render(problem, extra={"answer": display_answer(problem, other)}),
                 }
             yield request.model_copy(update={"mode": mode, "decoding": decoding, **prompts})
+
+    @staticmethod
+    def _tree(request: Request, search: TreeSettings) -> Iterator[Request]:
+        """One request per candidate rank of the setting's tree; the teacher searches the tree once."""
+        for rank in range(search.beam):
+            yield request.model_copy(update={"mode": "tree", "decoding": {**search.as_decoding(), "candidate": rank}})
 
     def request_keys(self) -> Iterator[str]:
         return (request.key for request in self.requests(with_prompts=False))

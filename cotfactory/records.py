@@ -102,10 +102,11 @@ class Request(BaseModel):
     seed: int
     max_tokens: int = Field(gt=0)
     sample_index: int = Field(0, ge=0)
-    mode: Literal["sample", "contrastive", "counterfactual", "judge", "rationalized"] = Field(
+    mode: Literal["sample", "contrastive", "counterfactual", "judge", "rationalized", "tree"] = Field(
         "sample",
         description="sample: plain decoding; contrastive/counterfactual: SCOTT decoding; judge: scoring; "
-        "rationalized: a rationale written for the gold answer it was given (--rationalize-failures).",
+        "rationalized: a rationale written for the gold answer it was given (--rationalize-failures); "
+        "tree: the candidate of rank decoding['candidate'] of a step-level tree search (--search tree).",
     )
     decoding: dict[str, Any] = Field(
         default_factory=dict,

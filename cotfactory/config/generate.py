@@ -95,6 +95,21 @@ class GenerateConfig(BaseModel):
         "auto", description="Perturbed answer: another choice, yes/no flipped, a nearby number, or empty."
     )
     counterfactual: bool = Field(False, description="Also write counterfactual rationales (for the perturbed answer).")
+    # step-level tree search (PathFinder; hf teacher)
+    search: Literal["sample", "tree"] = Field(
+        "sample", description="sample: each request one rationale; tree: step-level tree search (PathFinder), hf."
+    )
+    branch: int = Field(3, ge=1, description="Tree search: sampled steps per live branch and depth.")
+    beam: int = Field(4, ge=1, description="Tree search: paths kept after each depth; candidates stored per setting.")
+    max_depth: int = Field(8, ge=1, description="Tree search: steps per path at most.")
+    step_delimiter: str = Field("\n", min_length=1, description="Tree search: a step ends at this after some text.")
+    repeat_similarity: float = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="Tree search: word-bigram Jaccard at which a step repeats an earlier step of its branch "
+        "(drawn again; dropped after two).",
+    )
     # run
     out: str = Field(description="Run directory.")
     max_total_tokens: int | None = Field(
@@ -176,6 +191,14 @@ class GenerateConfig(BaseModel):
             raise ValueError("logprobs: recording distributions of contrastive decoding is not supported")
         if self.counterfactual and not self.contrastive:
             raise ValueError("counterfactual needs contrastive")
+        if self.search == "tree":
+            if not self.teacher.gives_logits:
+                raise ValueError(
+                    f"search 'tree' needs a local model's step log-probabilities (--teacher hf); "
+                    f"teacher '{self.teacher.kind}' cannot give them"
+                )
+            if self.contrastive or self.logprobs or self.until_agree or self.until_correct:
+                raise ValueError("search 'tree' does not combine with contrastive, logprobs or adaptive sampling")
         return self
 
     @model_validator(mode="after")

@@ -82,12 +82,14 @@ class HFTeacher(Teacher[HFOptions]):
 
     async def generate(self, requests: Iterator[Request]) -> AsyncIterator[list[Sample]]:
         window = self.options.batch_size * WINDOW_BATCHES
-        requests = iter(requests)
-        while chunk := list(itertools.islice(requests, window)):
-            for batch in self._batches(chunk):
+        for chunk in _windows(requests, window):
+            trees = [r for r in chunk if r.mode == "tree"]
+            for batch in self._batches([r for r in chunk if r.mode != "tree"]):
                 decode = self.generate_contrastive_batch if _contrastive(batch[0][0]) else self.generate_batch
                 # decoding is CPU/GPU bound: run it off the event loop so progress keeps ticking
                 yield await asyncio.to_thread(decode, batch)
+            for group in self._tree_groups(trees):
+                yield await asyncio.to_thread(self.generate_tree_batch, group)
 
     def _batches(self, chunk: list[Request]) -> Iterator[list[tuple[Request, list[int]]]]:
         """Group by (decoding kind, max_tokens, stop strings), then template, sort by prompt length and
@@ -104,6 +106,25 @@ class HFTeacher(Teacher[HFOptions]):
             members = list(group)
             for start in range(0, len(members), size):
                 yield members[start : start + size]
+
+    def _tree_groups(self, requests: list[Request]) -> Iterator[list[list[Request]]]:
+        """Trees (their candidates' requests) grouped by settings and template, a few per batch: enough
+        that one depth's draws fill about one batch."""
+        trees: dict[str, list[Request]] = {}
+        for request in requests:
+            trees.setdefault(_tree_of(request), []).append(request)
+
+        def kind(members: list[Request]) -> tuple:
+            first = members[0]
+            return (first.max_tokens, tuple(first.prompt.stop), _tree_of(first, settings_only=True), first.template)  # type: ignore[union-attr]
+
+        ordered = sorted(trees.values(), key=kind)
+        for _, group in itertools.groupby(ordered, key=kind):
+            members = list(group)
+            settings = members[0][0].decoding
+            per_batch = max(1, -(-self.options.batch_size // (int(settings["beam"]) * int(settings["branch"]))))
+            for start in range(0, len(members), per_batch):
+                yield members[start : start + per_batch]
 
     def _encode(self, prompt: RenderedPrompt) -> list[int]:
         ids = self.tokenizer(self.prompt_text(prompt), add_special_tokens=prompt.text is not None)["input_ids"]
@@ -166,6 +187,94 @@ class HFTeacher(Teacher[HFOptions]):
             for (request, ids), output in zip(batch, outputs, strict=True)
         ]
 
+    def generate_tree_batch(self, trees: list[list[Request]]) -> list[Sample]:
+        """Step-level tree search (``decoders.tree_search``): each tree's candidates, best first, go to its
+        requests by rank; a rank the tree has no candidate for is a failed sample."""
+        from cotfactory.decoders.tree_search import TreeSearch, TreeSettings, run_searches, token_shares
+
+        started = time.monotonic()
+        first = trees[0][0]
+        stop = list(first.prompt.stop) if first.prompt else []
+        settings = TreeSettings.from_decoding(first.decoding)
+        searches = [
+            TreeSearch(self._encode(r.prompt), settings, r.temperature, r.top_p, r.sample_seed, r.max_tokens)  # type: ignore[arg-type]
+            for r in (members[0] for members in trees)
+        ]
+        run_searches(searches, lambda draws: self._draw_steps(draws, settings.delimiter, stop), self.options.batch_size)
+        latency = time.monotonic() - started
+        samples = []
+        for members, search in zip(trees, searches, strict=True):
+            candidates = search.candidates()
+            shares = token_shares(search.stats.tokens, len(members))
+            for request, share in zip(members, shares, strict=True):
+                rank = int(request.decoding["candidate"])
+                if rank >= len(candidates):
+                    sample = Sample(
+                        request=request,
+                        finish_reason="error",
+                        error=f"tree search kept {len(candidates)} candidate(s), none at rank {rank}",
+                        prompt_tokens=len(search.prompt_ids),
+                        latency_s=latency,
+                        sent_seed=request.sample_seed,
+                        sent_max_tokens=request.max_tokens,
+                    )
+                else:
+                    path = candidates[rank].path
+                    sample = self._to_sample(request, len(search.prompt_ids), list(path.token_ids), stop, latency)
+                    if path.end == "length":
+                        sample.finish_reason = "length"
+                    sample.metadata["tree"] = {
+                        "position": path.label,
+                        "rank": rank,
+                        "score": round(path.score, 6),
+                        "consistency": round(candidates[rank].consistency, 6),
+                        "path_tokens": len(path.token_ids),
+                    }
+                sample.completion_tokens = share  # the tree's drawn tokens, spread over its requests
+                sample.metadata.setdefault("tree", {}).update(
+                    candidates=len(candidates),
+                    tree_tokens=search.stats.tokens,
+                    draws=search.stats.draws,
+                    repeats=search.stats.repeats,
+                    dropped=search.stats.dropped,
+                    depth=search.stats.depth,
+                )
+                samples.append(sample)
+        self.requests_sent += sum(len(m) for m in trees)
+        return samples
+
+    def _draw_steps(self, draws: Any, delimiter: str, stop: list[str]) -> list[Any]:
+        """One step for each draw: sampled until the delimiter follows some text, a stop string, EOS, or
+        the path's token limit; with its summed log-probability under the model (temperature 1)."""
+        from cotfactory.decoders.model_calls import pad_id
+        from cotfactory.decoders.shared_prefix import SampleRow, sample_rows
+        from cotfactory.decoders.tree_search import Step
+
+        decode = self.tokenizer.decode
+
+        def step_over(token_ids: Any) -> bool:
+            text = decode(list(token_ids), skip_special_tokens=True)
+            return delimiter in text.lstrip() or any(s in text for s in stop)
+
+        rows = [
+            SampleRow(list(d.prompt_ids + d.path.token_ids), d.temperature, d.top_p, d.seed, d.max_tokens)
+            for d in draws
+        ]
+        eos = set(self._eos_ids())
+        outputs, sharing = sample_rows(self.model, rows, list(eos), pad_id(self.tokenizer), step_over, logprobs_k=1)
+        self.prompt_tokens += sharing.prompt_tokens
+        self.prefilled_tokens += sharing.prefilled_tokens
+        steps = []
+        for draw, output in zip(draws, outputs, strict=True):
+            ids = output.token_ids
+            ended = bool(ids) and ids[-1] in eos
+            if not ended and stop:
+                path_text = decode(list(draw.path.token_ids) + ids, skip_special_tokens=True)
+                ended = any(s in path_text for s in stop)
+            logprob = float(output.distributions.token_logprobs.astype("float64").sum())
+            steps.append(Step(tuple(ids), decode(ids, skip_special_tokens=True), logprob, "stop" if ended else None))
+        return steps
+
     def _eos_ids(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
         ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
@@ -207,3 +316,26 @@ class HFTeacher(Teacher[HFOptions]):
 
 def _contrastive(request: Request) -> bool:
     return request.mode in ("contrastive", "counterfactual")
+
+
+def _tree_of(request: Request, settings_only: bool = False) -> str:
+    """The tree a request's candidate belongs to (its key without the rank); or only its search settings."""
+    decoding = {k: v for k, v in request.decoding.items() if k != "candidate"}
+    if settings_only:
+        return str(sorted(decoding.items()))
+    return request.model_copy(update={"decoding": decoding}).key
+
+
+def _windows(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
+    """Requests in windows of about ``size``; a tree's candidates are never split over two windows."""
+    chunk: list[Request] = []
+    for request in requests:
+        if len(chunk) >= size and not (request.mode == "tree" and _tree_of(request) == _tree_of(chunk[-1])):
+            yield chunk  # a full window that ended on a tree's request, now known to be its last
+            chunk = []
+        chunk.append(request)
+        if len(chunk) >= size and request.mode != "tree":
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
