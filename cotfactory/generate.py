@@ -107,11 +107,19 @@ def prepare(config: GenerateConfig) -> Prepared:
         else None
     )
     grid = SamplingGrid(config.temperatures, config.seeds, config.samples_per_setting, config.top_p, config.max_tokens)
-    search = (
-        TreeSettings(config.branch, config.beam, config.max_depth, config.step_delimiter, config.repeat_similarity)
-        if config.search == "tree"
-        else None
-    )
+    search = None
+    if config.search == "tree":
+        chat = next((t.name for t in templates if t.spec.form == "chat"), None)
+        if chat and (problem := config.teacher.tree_search_problem(chat=True)):
+            raise ConfigError(f"template '{chat}': {problem}")
+        search = TreeSettings(
+            config.branch,
+            config.beam,
+            config.max_depth,
+            config.step_delimiter,
+            config.repeat_similarity,
+            config.step_tokens,
+        )
     # every prompt renders (and every contrast answer exists) before a teacher is even built
     collections.deque(Plan(problems, templates, grid, "-", "-", contrast, search).requests(), maxlen=0)
     if config.until_correct and (lacking := next((p.id for p in problems if p.gold is None), None)):

@@ -173,3 +173,41 @@ def test_logprobs_without_a_tokenizer_keep_the_token_strings(llama_server: str, 
     code, output = invoke(*student, "--align")
     assert code == 0, output
     assert "teacher distributions (K=4): 2/2 examples" in output
+
+
+def test_tree_search_over_the_completions_api(llama_server: str, tmp_path: Path) -> None:
+    """`--search tree` against the completions endpoint: each step a completion of the prompt and the path,
+    with logprobs; candidates stored with their tree position; llama.cpp honours seeds, so a fresh run grows
+    the same tree (one request at a time: its prompt cache makes logits depend on the order requests
+    arrive in), and a rerun sends nothing."""
+    import json
+
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "steps.yaml").write_text(
+        "name: steps\nversion: 1\nform: completion\nanswer_types: [number]\n"
+        'prompt: "Question: {{ question }}\\nAnswer step by step, one step per line.\\n"\n'
+    )
+
+    def run(out: Path) -> tuple[int, str]:
+        return invoke(
+            "generate", "--input", str(ROOT / "data" / "gsm8k" / "test_sample.jsonl"), "--format", "gsm8k",
+            "--limit", "1", "--teacher", "openai", "--model", "smollm2", "--base-url", llama_server,
+            "--api-key-env", "", "--prompts-dir", str(prompts), "--template", "steps", "--temperatures", "0.8",
+            "--seeds", "1", "--max-tokens", "24", "--search", "tree", "--beam", "2", "--branch", "2",
+            "--max-depth", "2", "--step-tokens", "12", "--concurrency", "1", "--out", str(out),
+        )  # fmt: skip
+
+    code, output = run(tmp_path / "a")
+    assert code in (0, 1), output  # 1: the tree kept fewer than 2 candidates (listed as failed)
+    rows = read_jsonl(tmp_path / "a" / "samples.jsonl")
+    assert len(rows) == 2 and all(r["mode"] == "tree" for r in rows)
+    trees = [json.loads(r["metadata"])["tree"] for r in rows]
+    assert trees[0]["draws"] >= 2 and trees[0]["tree_tokens"] == sum(r["completion_tokens"] for r in rows)
+    kept = [r for r, t in zip(rows, trees, strict=True) if "position" in t]
+    assert kept and all(r["text"] for r in kept)
+    assert all(0 < t["path_tokens"] <= 24 for t in trees if "position" in t)
+    code, _ = run(tmp_path / "b")
+    assert [r["text"] for r in read_jsonl(tmp_path / "b" / "samples.jsonl")] == [r["text"] for r in rows]
+    code, output = run(tmp_path / "a")
+    assert "requests sent                │ 0" in output

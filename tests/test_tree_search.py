@@ -229,13 +229,17 @@ def _by_tree(rows: list[dict]) -> dict[tuple[str, int], list[dict]]:
     return trees
 
 
-def test_search_tree_needs_a_local_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("teacher", "says"),
+    [
+        (["--teacher", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1"], "completion-form template"),
+        (["--teacher", "replay", "--replay", "x.jsonl"], "teacher 'replay' has none"),
+    ],
+)
+def test_search_tree_needs_step_logprobs(tmp_path: Path, teacher: list[str], says: str) -> None:
     problems = tmp_path / "p.jsonl"
     problems.write_text(json.dumps({"id": "p", "question": "q", "answer": "1"}) + "\n")
-    result = _generate(
-        ["--input", str(problems), "--teacher", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
-         "--search", "tree", "--out", str(tmp_path / "run")]
-    )  # fmt: skip
+    result = _generate(["--input", str(problems), *teacher, "--search", "tree", "--out", str(tmp_path / "run")])
     assert result.returncode == 2
-    assert "search 'tree' needs a local model" in result.stderr
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

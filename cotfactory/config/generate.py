@@ -97,12 +97,15 @@ class GenerateConfig(BaseModel):
     counterfactual: bool = Field(False, description="Also write counterfactual rationales (for the perturbed answer).")
     # step-level tree search (PathFinder; hf teacher)
     search: Literal["sample", "tree"] = Field(
-        "sample", description="sample: each request one rationale; tree: step-level tree search (PathFinder), hf."
+        "sample",
+        description="sample: each request one rationale; tree: step-level tree search (PathFinder): hf, or "
+        "openai with a completion-form template.",
     )
     branch: int = Field(3, ge=1, description="Tree search: sampled steps per live branch and depth.")
     beam: int = Field(4, ge=1, description="Tree search: paths kept after each depth; candidates stored per setting.")
     max_depth: int = Field(8, ge=1, description="Tree search: steps per path at most.")
     step_delimiter: str = Field("\n", min_length=1, description="Tree search: a step ends at this after some text.")
+    step_tokens: int = Field(64, ge=1, description="Tree search: tokens of one step at most (cut there, it goes on).")
     repeat_similarity: float = Field(
         0.8,
         gt=0.0,
@@ -192,11 +195,8 @@ class GenerateConfig(BaseModel):
         if self.counterfactual and not self.contrastive:
             raise ValueError("counterfactual needs contrastive")
         if self.search == "tree":
-            if not self.teacher.gives_logits:
-                raise ValueError(
-                    f"search 'tree' needs a local model's step log-probabilities (--teacher hf); "
-                    f"teacher '{self.teacher.kind}' cannot give them"
-                )
+            if problem := self.teacher.tree_search_problem(chat=False):
+                raise ValueError(problem)
             if self.contrastive or self.logprobs or self.until_agree or self.until_correct:
                 raise ValueError("search 'tree' does not combine with contrastive, logprobs or adaptive sampling")
         return self

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cotfactory.hashing import derive_seed
+from cotfactory.records import Request
 
 WORD = re.compile(r"\w+")
 
@@ -41,6 +42,7 @@ class TreeSettings:
     max_depth: int = 8  # D: steps per path at most
     delimiter: str = "\n"  # a step ends at the first delimiter after some text
     repeat: float = 0.8  # n-gram similarity at which a step counts as a repeat of an earlier one
+    step_tokens: int = 64  # tokens of one step at most (a longer step is cut there and the path goes on)
 
     def as_decoding(self) -> dict[str, object]:
         """The settings as a request's ``decoding`` entries (part of its key)."""
@@ -51,6 +53,7 @@ class TreeSettings:
             "max_depth": self.max_depth,
             "delimiter": self.delimiter,
             "repeat": self.repeat,
+            "step_tokens": self.step_tokens,
         }
 
     @classmethod
@@ -61,6 +64,7 @@ class TreeSettings:
             max_depth=int(decoding["max_depth"]),  # type: ignore[call-overload]
             delimiter=str(decoding["delimiter"]),
             repeat=float(decoding["repeat"]),  # type: ignore[arg-type]
+            step_tokens=int(decoding["step_tokens"]),  # type: ignore[call-overload]
         )
 
 
@@ -94,18 +98,21 @@ class StepDraw:
     temperature: float
     top_p: float
     seed: int
-    max_tokens: int  # what the path has left
+    max_tokens: int  # what the path has left, at most a step's tokens
 
 
 @dataclass(frozen=True)
 class Step:
     """What was drawn: the step's tokens and text, their summed log-probability and how it ended
-    (None: at the delimiter, the path goes on)."""
+    (None: at the delimiter, the path goes on). A server that gives no token ids gives placeholders (only
+    their count is used) and ``spent``, the tokens it generated beyond the step (cut at the delimiter
+    after it)."""
 
     token_ids: tuple[int, ...]
     text: str
     logprob: float
     end: str | None = None
+    spent: int | None = None  # tokens generated for this step; default len(token_ids)
 
 
 @dataclass
@@ -175,7 +182,7 @@ class TreeSearch:
         """The steps drawn for ``pending()``, in its order."""
         again: list[tuple[Path, int, int]] = []
         for (path, child, attempt), step in zip(self._pending, steps, strict=True):
-            self.stats.tokens += len(step.token_ids)
+            self.stats.tokens += len(step.token_ids) if step.spent is None else step.spent
             self.stats.draws += 1
             if step.text.strip() and any(
                 ngram_similarity(step.text, earlier) >= self.settings.repeat for earlier in path.steps
@@ -206,7 +213,8 @@ class TreeSearch:
     def _draw(self, path: Path, child: int, attempt: int) -> StepDraw:
         temperature, top_p = varied_setting(self.temperature, self.top_p, child, self.settings.branch)
         seed = derive_seed(self.seed, "tree", path.position, child, attempt)
-        return StepDraw(self.prompt_ids, path, temperature, top_p, seed, self.max_tokens - len(path.token_ids))
+        left = self.max_tokens - len(path.token_ids)
+        return StepDraw(self.prompt_ids, path, temperature, top_p, seed, min(left, self.settings.step_tokens))
 
     def _extend(self, path: Path, child: int, step: Step) -> Path:
         tokens = path.token_ids + step.token_ids
@@ -256,3 +264,36 @@ def run_searches(searches: Sequence[TreeSearch], draw_steps: DrawSteps, max_rows
 def token_shares(tokens: int, parts: int) -> list[int]:
     """``tokens`` split over ``parts`` as evenly as whole numbers allow, the first parts the larger."""
     return [tokens // parts + (1 if i < tokens % parts else 0) for i in range(parts)]
+
+
+def tree_key(request: Request, settings_only: bool = False) -> str:
+    """The tree a request's candidate belongs to (its key without the rank); or only its search settings."""
+    decoding = {k: v for k, v in request.decoding.items() if k != "candidate"}
+    if settings_only:
+        return str(sorted(decoding.items()))
+    return request.model_copy(update={"decoding": decoding}).key
+
+
+def tree_metadata(candidate: Candidate, rank: int) -> dict[str, object]:
+    """What a stored candidate records of its place in the tree."""
+    path = candidate.path
+    return {
+        "position": path.label,
+        "rank": rank,
+        "score": round(path.score, 6),
+        "consistency": round(candidate.consistency, 6),
+        "path_tokens": len(path.token_ids),
+    }
+
+
+def tree_stats(search: TreeSearch, candidates: int) -> dict[str, int]:
+    """What every request of a tree records of the whole search."""
+    stats = search.stats
+    return {
+        "candidates": candidates,
+        "tree_tokens": stats.tokens,
+        "draws": stats.draws,
+        "repeats": stats.repeats,
+        "dropped": stats.dropped,
+        "depth": stats.depth,
+    }

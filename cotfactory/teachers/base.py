@@ -30,6 +30,14 @@ class TeacherOptions(BaseModel):
         """Why this teacher cannot record the top-``k`` logprobs of its tokens (None: it can)."""
         return f"teacher '{self.kind}' cannot record token logprobs (--logprobs): use --teacher hf or openai"
 
+    def tree_search_problem(self, chat: bool) -> str | None:
+        """Why this teacher cannot run step-level tree search (``--search tree``) with a template of this
+        form (None: it can)."""
+        return (
+            f"search 'tree' needs step log-probabilities, from a local model (hf) or a completions endpoint "
+            f"(openai); teacher '{self.kind}' has none"
+        )
+
     #: options the adapter cannot work without → what each is, for the error that names it
     needs: ClassVar[dict[str, str]] = {}
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from cotfactory.config.fields import RUNTIME
+from cotfactory.decoders.tree_search import tree_key
 from cotfactory.errors import TeacherError
 from cotfactory.model_loading import load_causal_lm, load_tokenizer, model_label, quiet_transformers, resolve_model_path
 from cotfactory.records import RenderedPrompt, Request, Sample
@@ -40,6 +41,9 @@ class HFOptions(TeacherOptions):
     gives_logits: ClassVar[bool] = True
 
     def logprobs_problem(self, k: int) -> str | None:
+        return None
+
+    def tree_search_problem(self, chat: bool) -> str | None:
         return None
 
 
@@ -112,11 +116,11 @@ class HFTeacher(Teacher[HFOptions]):
         that one depth's draws fill about one batch."""
         trees: dict[str, list[Request]] = {}
         for request in requests:
-            trees.setdefault(_tree_of(request), []).append(request)
+            trees.setdefault(tree_key(request), []).append(request)
 
         def kind(members: list[Request]) -> tuple:
             first = members[0]
-            return (first.max_tokens, tuple(first.prompt.stop), _tree_of(first, settings_only=True), first.template)  # type: ignore[union-attr]
+            return (first.max_tokens, tuple(first.prompt.stop), tree_key(first, settings_only=True), first.template)  # type: ignore[union-attr]
 
         ordered = sorted(trees.values(), key=kind)
         for _, group in itertools.groupby(ordered, key=kind):
@@ -190,7 +194,14 @@ class HFTeacher(Teacher[HFOptions]):
     def generate_tree_batch(self, trees: list[list[Request]]) -> list[Sample]:
         """Step-level tree search (``decoders.tree_search``): each tree's candidates, best first, go to its
         requests by rank; a rank the tree has no candidate for is a failed sample."""
-        from cotfactory.decoders.tree_search import TreeSearch, TreeSettings, run_searches, token_shares
+        from cotfactory.decoders.tree_search import (
+            TreeSearch,
+            TreeSettings,
+            run_searches,
+            token_shares,
+            tree_metadata,
+            tree_stats,
+        )
 
         started = time.monotonic()
         first = trees[0][0]
@@ -223,22 +234,9 @@ class HFTeacher(Teacher[HFOptions]):
                     sample = self._to_sample(request, len(search.prompt_ids), list(path.token_ids), stop, latency)
                     if path.end == "length":
                         sample.finish_reason = "length"
-                    sample.metadata["tree"] = {
-                        "position": path.label,
-                        "rank": rank,
-                        "score": round(path.score, 6),
-                        "consistency": round(candidates[rank].consistency, 6),
-                        "path_tokens": len(path.token_ids),
-                    }
+                    sample.metadata["tree"] = tree_metadata(candidates[rank], rank)
                 sample.completion_tokens = share  # the tree's drawn tokens, spread over its requests
-                sample.metadata.setdefault("tree", {}).update(
-                    candidates=len(candidates),
-                    tree_tokens=search.stats.tokens,
-                    draws=search.stats.draws,
-                    repeats=search.stats.repeats,
-                    dropped=search.stats.dropped,
-                    depth=search.stats.depth,
-                )
+                sample.metadata.setdefault("tree", {}).update(tree_stats(search, len(candidates)))
                 samples.append(sample)
         self.requests_sent += sum(len(m) for m in trees)
         return samples
@@ -318,19 +316,11 @@ def _contrastive(request: Request) -> bool:
     return request.mode in ("contrastive", "counterfactual")
 
 
-def _tree_of(request: Request, settings_only: bool = False) -> str:
-    """The tree a request's candidate belongs to (its key without the rank); or only its search settings."""
-    decoding = {k: v for k, v in request.decoding.items() if k != "candidate"}
-    if settings_only:
-        return str(sorted(decoding.items()))
-    return request.model_copy(update={"decoding": decoding}).key
-
-
 def _windows(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
     """Requests in windows of about ``size``; a tree's candidates are never split over two windows."""
     chunk: list[Request] = []
     for request in requests:
-        if len(chunk) >= size and not (request.mode == "tree" and _tree_of(request) == _tree_of(chunk[-1])):
+        if len(chunk) >= size and not (request.mode == "tree" and tree_key(request) == tree_key(chunk[-1])):
             yield chunk  # a full window that ended on a tree's request, now known to be its last
             chunk = []
         chunk.append(request)

@@ -26,9 +26,19 @@ from pydantic import Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from cotfactory.config.fields import RUNTIME
+from cotfactory.decoders.tree_search import (
+    Step,
+    StepDraw,
+    TreeSearch,
+    TreeSettings,
+    token_shares,
+    tree_key,
+    tree_metadata,
+    tree_stats,
+)
 from cotfactory.distributions import TokenDistributions
 from cotfactory.errors import TeacherError
-from cotfactory.records import Request, Sample
+from cotfactory.records import RenderedPrompt, Request, Sample
 from cotfactory.teachers.base import Teacher, TeacherOptions
 
 try:  # the SDK's HTTP library: httpx2 from openai 3, httpx before
@@ -139,6 +149,14 @@ class OpenAIOptions(TeacherOptions):
     def logprobs_problem(self, k: int) -> str | None:
         return None
 
+    def tree_search_problem(self, chat: bool) -> str | None:
+        if chat:
+            return (
+                "search 'tree' over an OpenAI-compatible endpoint needs a completion-form template (the "
+                "completions API continues a partial rationale; the chat API cannot)"
+            )
+        return None
+
     @field_validator("api_key_env")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
@@ -175,6 +193,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         self.n_honoured: bool | None = {"auto": None, "always": True, "never": False}[options.use_n]
         self.requests_sent = 0
         self._token_reader: TokenReader | None = None
+        self._step_slots: asyncio.Semaphore | None = None  # tree search: steps in flight, at most --concurrency
 
     @staticmethod
     def _read_key(variable: str | None) -> str | None:
@@ -251,6 +270,12 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         while the server may honour n; otherwise one call per sample, each with its own seed."""
         group: list[Request] = []
         for request in requests:
+            if request.mode == "tree" or (group and group[0].mode == "tree"):  # one call: a tree's candidates
+                if group and not (request.mode == "tree" and tree_key(request) == tree_key(group[0])):
+                    yield group
+                    group = []
+                group.append(request)
+                continue
             if self.n_honoured is False:
                 if group:
                     yield from ([r] for r in group)
@@ -294,6 +319,8 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
     # one call ---------------------------------------------------------------------------------
     async def _run_call(self, group: list[Request]) -> list[list[Sample]]:
         """Samples for a group, as units to commit: the n>1 answer, then fanned-out leftovers."""
+        if group[0].mode == "tree":
+            return [await self._tree(group)]
         if len(group) == 1 or self.n_honoured is False:
             return [[await self._one(r)] for r in group]
         samples = await self._n_call(group)
@@ -341,7 +368,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         return retried
 
     async def _send_with_retries(
-        self, request: Request, n: int, seed: int, max_tokens: int
+        self, request: Request, n: int, seed: int, max_tokens: int, logprobs: int = 0
     ) -> tuple[Reply | None, int, str | None]:
         """(reply, attempts, error): error is set when the request failed for good.
 
@@ -352,7 +379,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         attempts = 1
         try:
             try:
-                return await self._send(request, n, seed, max_tokens), attempts, None
+                return await self._send(request, n, seed, max_tokens, logprobs), attempts, None
             except _FAILURES as exc:
                 if not is_transient(exc) or self.options.max_attempts == 1:
                     raise
@@ -365,14 +392,91 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             ):
                 with attempt:
                     attempts += 1
-                    reply = await self._send(request, n, seed, max_tokens)
+                    reply = await self._send(request, n, seed, max_tokens, logprobs)
             return reply, attempts, None
         except _FAILURES as exc:
             suffix = f" (after {attempts} attempts)" if is_transient(exc) else ""
             # redact before cutting: a cut through the key would leave part of it unredacted
             return None, attempts, self.redact(describe_error(exc))[:500] + suffix
 
-    async def _send(self, request: Request, n: int, seed: int, max_tokens: int) -> Reply:
+    # step-level tree search ------------------------------------------------------------------
+    async def _tree(self, group: list[Request]) -> list[Sample]:
+        """One tree (``decoders.tree_search``) over the completions API: each step is a completion of the
+        prompt plus the path so far, with the logprob of every token; a failed step fails the tree."""
+        started = time.monotonic()
+        first = group[0]
+        settings = TreeSettings.from_decoding(first.decoding)
+        search = TreeSearch((), settings, first.temperature, first.top_p, first.sample_seed, first.max_tokens)
+        attempts = prompt_tokens = 0
+        while not search.done:
+            drawn = await asyncio.gather(*(self._step(first, draw, settings.delimiter) for draw in search.pending()))
+            failed = next((error for _, _, error, _ in drawn if error is not None), None)
+            attempts += sum(a for _, a, _, _ in drawn)
+            prompt_tokens += sum(p for _, _, _, p in drawn)
+            if failed is not None:
+                return [self._failed(r, failed, attempts, started, r.sample_seed) for r in group]
+            search.take([step for step, _, _, _ in drawn])  # type: ignore[misc]
+        candidates = search.candidates()
+        samples = []
+        for request, share in zip(group, token_shares(search.stats.tokens, len(group)), strict=True):
+            rank = int(request.decoding["candidate"])
+            if rank >= len(candidates):
+                sample = self._failed(
+                    request, f"tree search kept {len(candidates)} candidate(s), none at rank {rank}", 0, started, 0
+                )
+            else:
+                path = candidates[rank].path
+                sample = Sample(
+                    request=request,
+                    text="".join(path.steps).strip(),
+                    finish_reason="length" if path.end == "length" else "stop",
+                    latency_s=time.monotonic() - started,
+                    sent_seed=request.sample_seed,
+                    sent_max_tokens=request.max_tokens,
+                    metadata={"tree": tree_metadata(candidates[rank], rank)},
+                )
+            sample.attempts = attempts if rank == 0 else 0
+            sample.prompt_tokens = prompt_tokens if rank == 0 else 0  # every step re-sends the prompt: billed once
+            sample.completion_tokens = share
+            sample.metadata.setdefault("tree", {}).update(tree_stats(search, len(candidates)))
+            samples.append(sample)
+        return samples
+
+    async def _step(self, request: Request, draw: StepDraw, delimiter: str) -> tuple[Step | None, int, str | None, int]:
+        """(the step, attempts, error, prompt tokens): a completion of the prompt and the path, cut after the
+        first delimiter that follows some text (tokens past it are spent, not kept)."""
+        prompt = request.prompt
+        assert prompt is not None and prompt.text is not None, "tree search takes completion-form prompts"
+        continued = RenderedPrompt(text=prompt.text + "".join(draw.path.steps), stop=prompt.stop)
+        step_request = request.model_copy(
+            update={"prompt": continued, "top_p": draw.top_p, "temperature": draw.temperature}
+        )
+        if self._step_slots is None:  # a tree's draws share --concurrency with every other tree's
+            self._step_slots = asyncio.Semaphore(self.options.concurrency)
+        async with self._step_slots:
+            reply, attempts, error = await self._send_with_retries(
+                step_request, 1, draw.seed, draw.max_tokens, logprobs=1
+            )
+        if error is not None or reply is None:
+            return None, attempts, error, 0
+        choice = reply.choices[0]
+        entries = _logprob_entries(choice.logprobs)
+        if not entries and choice.text:
+            return None, attempts, "tree search: the server returned no logprobs for a step", reply.prompt_tokens
+        text, logprob, kept = "", 0.0, 0
+        for token, token_logprob, _ in entries or []:
+            text += token
+            logprob += token_logprob
+            kept += 1
+            if delimiter in text.lstrip():
+                break
+        cut_at_delimiter = delimiter in text.lstrip()
+        end = None if cut_at_delimiter or choice.finish_reason == "length" else "stop"  # EOS or a stop string
+        spent = max(reply.completion_tokens, kept)
+        return Step(tuple([0] * kept), text, logprob, end, spent), attempts, None, reply.prompt_tokens
+
+    async def _send(self, request: Request, n: int, seed: int, max_tokens: int, logprobs: int = 0) -> Reply:
+        """``logprobs``: top-K logprobs for this call (default: the run's --logprobs)."""
         prompt = request.prompt
         assert prompt is not None, "requests reach a teacher with their rendered prompt"
         if self._rpm:
@@ -394,8 +498,8 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         if prompt.stop:
             args["stop"] = prompt.stop[:4]
         chat = prompt.messages is not None
-        if self.logprobs_k:  # the chat API takes a flag and a count; the completions API a count
-            args.update({"logprobs": True, "top_logprobs": self.logprobs_k} if chat else {"logprobs": self.logprobs_k})
+        if k := logprobs or self.logprobs_k:  # the chat API takes a flag and a count; the completions API a count
+            args.update({"logprobs": True, "top_logprobs": k} if chat else {"logprobs": k})
         body = {**args, "messages": prompt.messages} if chat else {**args, "prompt": prompt.text}
         try:
             raw = await _post(self.clients[index], "/chat/completions" if chat else "/completions", body)
