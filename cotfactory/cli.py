@@ -133,14 +133,19 @@ def _check_student(method: str, student: str, where: str) -> None:
 def generate(config: GenerateConfig) -> None:
     """Have a teacher write rationales for every problem over a grid of templates, temperatures and seeds.
 
+    With --ray ADDRESS --shards N the dataset runs as N Ray tasks (resumable shards) merged into --out.
+
     Exit codes: 0 done, 1 some samples failed for good (listed), 2 bad input or config,
     3 stopped at the token budget.
     """
     from cotfactory.generate import print_summary, run_generate
+    from cotfactory.ray_launch import distributed, run_ray_generate
 
     _check_output_dir(config.out)
+    if config.shards_dir is not None:
+        _check_output_dir(config.shards_dir)
     with _store_errors(config.out):
-        result = run_generate(config, err)
+        result = (run_ray_generate if distributed(config) else run_generate)(config, err)
     print_summary(result, err)
     raise typer.Exit(result.exit_code)
 

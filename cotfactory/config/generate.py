@@ -124,6 +124,25 @@ class GenerateConfig(BaseModel):
     retry_failed: bool = Field(
         False, description="Send again the requests that failed permanently before.", json_schema_extra=RUNTIME
     )
+    # distribution (cotfactory.ray_launch): where the run happens, never what it writes
+    ray: str | None = Field(
+        None,
+        description="Run the dataset as --shards Ray tasks and merge them into out: 'local' starts Ray here, "
+        "'auto' joins the cluster `ray start` made on this node, or HOST:PORT (pip install cotfactory[ray]).",
+        json_schema_extra={**RUNTIME, "metavar": "ADDRESS"},
+    )
+    shards: int | None = Field(
+        None,
+        ge=1,
+        description="With --ray: shards, one Ray task each (spread over the nodes).",
+        json_schema_extra=RUNTIME,
+    )
+    shards_dir: str | None = Field(
+        None,
+        description="With --ray: the shards' run directories, at this path on each node's own disk (default "
+        "out/shards); a shard from another node is copied here on the driver's node.",
+        json_schema_extra=RUNTIME,
+    )
 
     @field_validator("shard")
     @classmethod
