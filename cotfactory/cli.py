@@ -22,6 +22,7 @@ from cotfactory.config.generate import GenerateConfig
 from cotfactory.config.prune import PruneConfig
 from cotfactory.config.train import TrainConfig
 from cotfactory.console import make_console
+from cotfactory.counterfactual_edits import AugmentConfig
 from cotfactory.errors import ConfigError, CotfactoryError, DataError
 from cotfactory.quiet import quiet_libraries
 from cotfactory.run_dir import RunDir
@@ -271,31 +272,22 @@ def run_command(
 
 @app.command()
 @user_errors
-def augment(
-    input: Annotated[str, typer.Argument(help="Problems file (SVAMP with its Equation, GSM8K with its annotations).")],
-    out: Annotated[str, typer.Option(help="JSONL of the new problems, for `generate --format jsonl`.")],
-    format: Annotated[str, typer.Option(help="Loader of the input.")] = "svamp",
-    counterfactual: Annotated[int, typer.Option(min=1, help="Counterfactual problems per problem.")] = 1,
-    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N problems.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the new numbers.")] = 0,
-) -> None:
-    """Counterfactual problems (DISCO): change the numbers that decide an arithmetic problem's answer and
-    recompute the gold from its equation; unverifiable edits are dropped and counted."""
-    _check_output_dir(Path(out).parent)
-    from cotfactory.counterfactual import make_counterfactuals, problem_rows
-    from cotfactory.problems import load_problems
-    from cotfactory.run_dir import write_jsonl_atomic
+@config_command(AugmentConfig)
+def augment(config: AugmentConfig) -> None:
+    """Counterfactual problems (DISCO): change what decides a problem's answer; keep a new problem only when verified.
 
-    problems = load_problems(format, input, limit=limit)
-    made = make_counterfactuals(problems, counterfactual, seed)
-    write_jsonl_atomic(Path(out), problem_rows(made.problems))
-    origins = len({p.metadata["origin"] for p in made.problems})
-    err.print(
-        f"augment: {len(made.problems)} counterfactual problems from {origins} of {len(problems)}: {out}",
-        soft_wrap=True,
-    )
-    for reason, count in made.dropped.most_common():
-        err.print(f"  none kept for {count}: {reason}", soft_wrap=True, highlight=False)
+    Arithmetic (SVAMP's Equation, GSM8K's annotations): new numbers, the gold recomputed; no teacher.
+    Choice and yes/no (cqa, esnli, strategyqa, jsonl): the teacher rewrites the question so that another
+    label is correct, then answers it --votes times (generate runs under --run-dir: stored, resumable); the
+    edit is kept when the majority is that label. Unverifiable edits are dropped and counted.
+    """
+    _check_output_dir(Path(config.out).parent)
+    if config.run_dir is not None:
+        _check_output_dir(config.run_dir)
+    from cotfactory.counterfactual_edits import print_augment, run_augment
+
+    result = run_augment(config, err)
+    print_augment(result, config, err)
 
 
 @app.command()

@@ -7,7 +7,7 @@ the recomputed gold is verified — every changed number appears exactly once in
 reproduces the original gold before the change, no two numbers of the new text are equal, the new gold
 differs from the old, is positive where the old one was and whole where the old one was — otherwise it
 is dropped and the reason counted. Multiple-choice and
-yes/no edits (DISCO's teacher-written span infilling) are not made here.
+yes/no edits (DISCO's teacher-written span infilling) are made by :mod:`cotfactory.counterfactual_edits`.
 """
 
 from __future__ import annotations
@@ -168,12 +168,15 @@ def _problem(problem: Problem, new: dict[str, str], gold: str, index: int) -> Pr
         return new.get(_plain(match.group().replace(",", "")), match.group())
 
     question = NUMBER.sub(swap, problem.question)
-    metadata = {"origin": problem.id, "changed": new}
+    metadata = {"origin": problem.id, "edit": "numbers", "changed": new}
     changed = {"id": f"{problem.id}-cf{index}", "question": question, "gold": gold, "metadata": metadata}
     return Problem(**{**problem.model_dump(), **changed})  # validated anew (a copy would keep cached hashes)
 
 
 def problem_rows(problems: list[Problem]) -> Iterator[dict[str, object]]:
-    """The generic-JSONL lines of counterfactual problems (``generate --format jsonl --answer-type number``)."""
+    """The generic-JSONL lines of counterfactual problems (``generate --format jsonl --answer-type TYPE``)."""
     for problem in problems:
-        yield {"id": problem.id, "question": problem.question, "answer": problem.gold, "metadata": problem.metadata}
+        row: dict[str, object] = {"id": problem.id, "question": problem.question, "answer": problem.gold}
+        if problem.choices is not None:
+            row["choices"] = problem.choices
+        yield {**row, "metadata": problem.metadata}
