@@ -39,6 +39,8 @@ SCRIPTS = [
     "prune",
     "gkd",
     "rationalize_real",
+    "augment",
+    "tree_search",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "
