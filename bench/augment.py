@@ -50,7 +50,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from arith_teacher import ArithTeacher  # noqa: E402
-from helpers import read_jsonl, run_cli, write_jsonl  # noqa: E402
+from distill_synthetic import cli  # noqa: E402
+from helpers import read_jsonl, write_jsonl  # noqa: E402
 
 from cotfactory.stats import format_accuracy, mcnemar_p  # noqa: E402
 
@@ -106,15 +107,6 @@ def write_problems(folder: Path, train: int, test: int, seed: int) -> tuple[Path
 
 
 # --------------------------------------------------------------------------------------------- CLI
-
-
-def cli(*args: str | Path) -> str:
-    """`cotfactory ARGS` in this process: its output (stdout and stderr); exits on failure."""
-    result = run_cli(*args)
-    if result.exit_code != 0:
-        command = " ".join(str(arg) for arg in args)
-        sys.exit(f"cotfactory {command} failed ({result.exit_code}):\n{result.output}\n{result.exception!r}")
-    return result.output
 
 
 def augment(train: Path, test: Path, folder: Path, count: int, seed: int) -> tuple[Path, str, int]:

@@ -143,11 +143,26 @@ def compare(sc_run: Path, tree_run: Path, sizes: tuple[int, ...], label: str) ->
         )
 
 
-def tree_flags(args: argparse.Namespace, delimiter: str) -> tuple[str, ...]:
-    return (
+def both_arms(
+    model: Path | None, data: tuple[str, ...], folder: Path, args: argparse.Namespace, samples: int, delimiter: str
+) -> tuple[float, float]:
+    """Self-consistency's samples (seeds 1…samples) into folder/sc and the trees (seed 1) into
+    folder/tree_name; the seconds of each."""
+    seeds = [item for seed in range(1, samples + 1) for item in ("--seeds", str(seed))]
+    sc_s = generate(model, data, folder / "sc", args.temperature, *seeds)
+    tree = (
         *("--search", "tree", "--beam", str(args.beam), "--branch", str(args.branch)),
         *("--max-depth", str(args.max_depth), "--step-delimiter", delimiter, "--seeds", "1"),
     )
+    return sc_s, generate(model, data, folder / tree_name(args), args.temperature, *tree)
+
+
+def tree_name(args: argparse.Namespace) -> str:
+    return f"tree-w{args.beam}-b{args.branch}-d{args.max_depth}"
+
+
+def tree_label(args: argparse.Namespace) -> str:
+    return f"tree W={args.beam} B={args.branch} D={args.max_depth}"
 
 
 def synthetic_run(args: argparse.Namespace) -> None:
@@ -175,15 +190,14 @@ def synthetic_run(args: argparse.Namespace) -> None:
             *("--input", str(test), "--format", "jsonl", "--answer-type", "number", "--max-tokens", "96"),
             *("--prompts-dir", str(prompts), "--template", synthetic.TEMPLATE, "--batch-size", "48"),
         )
-        seeds = [str(s) for s in range(1, max(SC_SIZES) + 1)]
-        sc_s = generate(serving, data, folder / "sc", args.temperature, *_repeat("--seeds", seeds))
-        name = f"tree-w{args.beam}-b{args.branch}-d{args.max_depth}"
-        tree_s = generate(serving, data, folder / name, args.temperature, *tree_flags(args, "."))
+        sc_s, tree_s = both_arms(serving, data, folder, args, max(SC_SIZES), ".")
         print(
             f"\n{args.problems} held-out problems, T={args.temperature:g}; "
             f"16 samples {sc_s:.0f} s, trees {tree_s:.0f} s"
         )
-        compare(folder / "sc", folder / name, SC_SIZES, f"tree W={args.beam} B={args.branch} D={args.max_depth}")
+        compare(
+            folder / "sc", folder / tree_name(args), SC_SIZES, f"tree W={args.beam} B={args.branch} D={args.max_depth}"
+        )
 
 
 def svamp_run(args: argparse.Namespace) -> None:
@@ -196,25 +210,20 @@ def svamp_run(args: argparse.Namespace) -> None:
             *("--input", str(args.input), "--format", "svamp", "--limit", str(args.problems)),
             *("--template", "zero-shot-cot", "--max-tokens", str(args.max_tokens), "--batch-size", "16"),
         )
-        seeds = [str(s) for s in range(1, args.samples + 1)]
         model = Path(args.model) if args.model else None
-        sc_s = generate(model, data, folder / "sc", args.temperature, *_repeat("--seeds", seeds))
-        name = f"tree-w{args.beam}-b{args.branch}-d{args.max_depth}"
-        tree_s = generate(model, data, folder / name, args.temperature, *tree_flags(args, "\n"))
+        sc_s, tree_s = both_arms(model, data, folder, args, args.samples, "\n")
         print(
             f"{args.model or 'SmolLM2-135M-Instruct'} on SVAMP's first {args.problems} problems, zero-shot-cot, "
             f"T={args.temperature:g}, max {args.max_tokens} tokens; "
             f"{args.samples} samples {sc_s:.0f} s, trees {tree_s:.0f} s"
         )
-        compare(folder / "sc", folder / name, sizes, f"tree W={args.beam} B={args.branch} D={args.max_depth}")
+        compare(
+            folder / "sc", folder / tree_name(args), sizes, f"tree W={args.beam} B={args.branch} D={args.max_depth}"
+        )
 
 
 def _accuracy(correct: dict[str, bool]) -> float:
     return sum(correct.values()) / len(correct)
-
-
-def _repeat(flag: str, values: list[str]) -> list[str]:
-    return [item for value in values for item in (flag, value)]
 
 
 def main() -> None:
