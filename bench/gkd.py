@@ -25,9 +25,32 @@ so a long comparison can be split into calls of under ten minutes (`--losses non
 GKD's paper starts from a supervised student; `sft+sft` and `sft+gkd` do that: the SFT student trained
 `--continue-steps` more steps with SFT, or with gkd λ=0.5, compared with each other.
 
+real — real weights on real rationales. Teacher: the embedded SmolLM2-135M-Instruct. Student: `cotfactory prune
+--width 0.48` of it (48.0 % of the parameters; width is the cut bench/prune.py found better than depth at ~50 %:
+NLL 7.1 vs 9.7 right after pruning), calibrated on `--samples` of the training run's own texts. 0.48 because
+0.5 could not be saved when this was measured (hidden 383 with 6 heads: transformers wants the hidden size a
+multiple of the heads); `width_sizes` now rounds it so (0.5: hidden 378), and 0.48 stays the measured default.
+Data: PaLM-540B's CommonsenseQA rationales replayed (bench/quality_real.py's runs), `filter --correct`: the
+first `--train` *train* questions teach, the first `--heldout` *test* questions measure. `kd` needs the
+teacher's top-K on those texts, which PaLM did not give: SmolLM2 scores each Fine-tune-CoT example
+teacher-forced, in the very input the student trains on (question + " ###" + " rationale --> answer"), and its
+top-K (`--k`) at every target token is stored as the run's distributions (what `generate --logprobs K` stores
+for text it writes). That is also the input the live gkd teacher scores, so `kd` and `gkd λ=0` see the same
+teacher on the same tokens: top-K + tail with α·KL + (1 − α)·CE vs full logits with JSD(β). Four arms from the
+same pruned checkpoint, full fine-tuning, the same steps, batch, lr and seed: CE (`--distill none`), `kd` (α
+0.5, T 1), `gkd` λ=0 and λ=0.5 (β `--beta`, on-policy samples of ≤ `--on-policy-tokens` at T=1). Rows: the
+teacher and the pruned student before retraining as references, then the arms. Held-out NLL and
+KL(teacher‖student) per target token (bench/distill_real.py's measure: the K+1 buckets, a lower bound of the
+full-vocabulary KL), on the kept held-out rationales; accuracy by `cotfactory eval` on the held-out questions
+(generation, and the choice ranked by log-likelihood after the student's own rationale), 95 % Wilson intervals,
+chance 0.2 (5 choices); the teacher and the untrained cut are read in eval's label-only format (no rationale),
+the arms in Fine-tune-CoT's.
+
     python bench/gkd.py cost [--teacher embedded] [--batch 4] [--tokens 64] [--rounds 4] [--threads 1]
     python bench/gkd.py synthetic [--losses none,kd,gkd0,gkd,sft+sft,sft+gkd] [--seeds 1] [--keep DIR]
                                   [--student-steps N] [--continue-steps N]
+    python bench/gkd.py real [--train 224] [--heldout 64] [--steps 40] [--batch 4] [--lr 1e-4] [--samples 128]
+                             [--tokens 128] [--on-policy-tokens 64] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -48,7 +71,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import distill_real  # noqa: E402
 import distill_synthetic as synthetic  # noqa: E402
+import quality_real  # noqa: E402
 from helpers import read_jsonl  # noqa: E402
 
 GSM8K = ROOT / "data" / "gsm8k" / "train_sample.jsonl"
@@ -178,7 +203,7 @@ def student_dir(folder: Path, loss: str, seed: int, beta: float) -> Path:
     return folder / f"student-{loss}{beta_part}-{seed}"
 
 
-def loss_flags(loss: str, teacher: Path, on_policy_tokens: int, beta: float) -> tuple[str, ...]:
+def loss_flags(loss: str, teacher: Path | str, on_policy_tokens: int, beta: float) -> tuple[str, ...]:
     if loss in ("none", "kd", "sft+sft"):
         return ("--distill", "none" if loss == "sft+sft" else loss)
     lmbda = "0" if loss == "gkd0" else "0.5"
@@ -312,6 +337,206 @@ def _paired(results: dict, loss: str, baseline: str, seeds: tuple[int, ...], bet
     return f"{label(baseline, beta)}: {mcnemar_p(only_loss, only_base):.2f} ({only_loss}:{only_base})"
 
 
+# ------------------------------------------------------------------------------------------------ real
+
+ARMS = ("none", "kd", "gkd0", "gkd")  # keys of LABELS: CE, kd, gkd λ=0, gkd λ=0.5
+CHANCE = 0.2  # CommonsenseQA: 5 choices
+
+
+def real_run(args: argparse.Namespace) -> None:
+    import torch
+
+    from cotfactory.model_loading import quiet_transformers
+    from cotfactory.students.models import load_student
+
+    torch.set_num_threads(args.threads)
+    quiet_transformers()
+    started = time.perf_counter()
+    cqa = quality_real.TASKS["cqa"]
+    plan = replace(
+        quality_real.PLANS["default"], train=args.train, test=args.heldout, max_new_tokens=args.max_new_tokens
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        teacher, tokenizer, _ = load_student("embedded")
+        teacher.eval()
+        train_run = taught_run(cqa, plan, folder / "train", teacher, tokenizer, args)
+        heldout_task = replace(cqa, train=cqa.test)  # make_runs replays the questions of a task's train file
+        heldout_run = taught_run(heldout_task, replace(plan, train=args.heldout), folder / "heldout", teacher,
+                                 tokenizer, args)  # fmt: skip
+        pruned = folder / "pruned"
+        if not (pruned / "config.json").exists():
+            began = time.perf_counter()
+            prune_student(train_run, pruned, args)
+            print(
+                f"cotfactory prune --width {args.width:g} --samples {args.samples}: {time.perf_counter() - began:.0f} s"
+            )
+        student = load_student(str(pruned))[0]
+        print(f"student: {shape_line(student, teacher)}", flush=True)
+
+        heldout = distill_real.Taught(heldout_run, tokenizer)
+        rows: dict[str, dict[str, Any]] = {}
+        for key, model, spec in (("teacher", teacher, "embedded"), ("pruned", student, str(pruned))):
+            began = time.perf_counter()
+            rows[key] = measure(model, heldout, cqa, plan, spec, folder / f"eval-{key}", untrained=True)
+            print(f"  {key} measured: {time.perf_counter() - began:.0f} s", flush=True)
+        del teacher, student
+        print(
+            f"arms: from {pruned.name}, finetune-cot, full fine-tuning, {args.steps} steps x {args.batch}, lr "
+            f"{args.lr:g}, seed {args.seed}, targets cut to {args.tokens} tokens; kd: top-{args.k}, alpha 0.5, T 1; "
+            f"gkd: live teacher SmolLM2 (full logits), beta {args.beta:g}, on-policy samples at T=1 of <= "
+            f"{args.on_policy_tokens} tokens; {torch.get_num_threads()} torch thread(s)",
+            flush=True,
+        )
+        for loss in ARMS:
+            rows[loss] = arm(loss, train_run, pruned, heldout, cqa, plan, folder, args)
+        real_table(rows)
+    print(f"total wall time {time.perf_counter() - started:.0f} s")
+
+
+def taught_run(task: Any, plan: Any, folder: Path, teacher: Any, tokenizer: Any, args: argparse.Namespace) -> Path:
+    """The replayed PaLM run, `filter --correct`, with the teacher's top-K recorded (kept when ``folder`` has it)."""
+    from cotfactory.run_dir import RunDir
+
+    run = folder / "run-filtered"
+    if RunDir(run).teacher_tokenizer.is_dir():
+        print(f"{task.train.name}: the run {run} (kept from an earlier call)")
+        return run
+    run = quality_real.make_runs(task, plan, folder)["filtered"]
+    tokens, examples, outside, seconds = record_teacher(run, teacher, tokenizer, args.k)
+    print(
+        f"{task.train.name}: PaLM-540B rationales of the first {plan.train} questions, {examples} kept by filter "
+        f"--correct; SmolLM2's top-{args.k} at their {tokens} target tokens (teacher-forced on the student's input), "
+        f"mean mass outside the top K {outside:.3f}: {seconds:.0f} s",
+        flush=True,
+    )
+    return run
+
+
+def record_teacher(run: Path, teacher: Any, tokenizer: Any, k: int, batch: int = 8) -> tuple[int, int, float, float]:
+    """The teacher's top-K at every target token of the run's Fine-tune-CoT examples, read teacher-forced
+    from the student's own input and stored as the run's distributions (as `generate --logprobs K` stores
+    them for text it writes); (tokens, examples, mean mass outside the K, seconds)."""
+    import numpy as np
+    import torch
+
+    from cotfactory.distributions import TokenDistributions
+    from cotfactory.run_dir import RunDir
+    from cotfactory.store import Store
+    from cotfactory.students.features import IGNORE, MultitaskCollator, encode_example
+    from cotfactory.students.methods import MethodSettings, build_examples
+    from cotfactory.students.records import load_records
+
+    started = time.perf_counter()
+    examples = build_examples("finetune-cot", load_records(str(run)), MethodSettings(causal=True))
+    features = [encode_example(e, tokenizer, True, {"cot": 0}, 512, 256) for e in examples]  # as distill_real.Taught
+    collate = MultitaskCollator(tokenizer.pad_token_id, True)
+    found: dict[str, TokenDistributions] = {}
+    for start in range(0, len(features), batch):
+        chunk = features[start : start + batch]
+        inputs = collate(chunk)
+        with torch.inference_mode():
+            logits = teacher(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        logprobs = logits.float().log_softmax(-1)
+        for row, (example, feature) in enumerate(zip(examples[start : start + batch], chunk, strict=True)):
+            at = [i for i, label in enumerate(feature["labels"]) if label != IGNORE]
+            tokens = torch.tensor([feature["labels"][i] for i in at])
+            rows = logprobs[row, [i - 1 for i in at]]  # position i - 1 predicts token i
+            top = rows.topk(k, dim=-1)
+            chosen = rows.gather(1, tokens[:, None])[:, 0]
+            found[example.sample_key] = TokenDistributions.build(
+                tokens.numpy(), chosen.numpy(), top.indices.numpy(), top.values.numpy()
+            )
+    with Store.in_run(run) as store:
+        samples = [s.model_copy(update={"distributions": found[s.key]}) for s in store.samples(list(found))]
+        store.add_samples(samples, replace=True)
+    tokenizer.save_pretrained(str(RunDir(run).teacher_tokenizer))
+    tails = np.concatenate([d.tail.astype(np.float64) for d in found.values()])
+    return len(tails), len(found), float(np.exp(tails).mean()), time.perf_counter() - started
+
+
+def prune_student(calibration: Path, out: Path, args: argparse.Namespace) -> None:
+    synthetic.cli(
+        "prune",
+        *("--teacher", "embedded", "--calibration", calibration, "--samples", str(args.samples)),
+        *("--width", str(args.width), "--max-length", "256", "--batch-size", "16", "--device", "cpu", "--out", out),
+    )
+
+
+def shape_line(student: Any, teacher: Any) -> str:
+    config = student.config
+    kept = sum(p.numel() for p in student.parameters()) / sum(p.numel() for p in teacher.parameters())
+    return (
+        f"{kept:.1%} of the teacher's parameters, {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+        f"MLP {config.intermediate_size}, {config.num_attention_heads} query heads in "
+        f"{config.num_key_value_heads} KV groups"
+    )
+
+
+def measure(
+    model: Any, heldout: Any, task: Any, plan: Any, spec: str, out: Path, untrained: bool = False
+) -> dict[str, Any]:
+    """Held-out NLL and KL(teacher || student) per target token, and eval's accuracies (eval.json)."""
+    nll, kl = distill_real.heldout_scores(model, heldout)
+    out.mkdir(parents=True, exist_ok=True)
+    return {"nll": nll, "kl": kl, "eval": quality_real.evaluate(task, plan, spec, out, untrained), "folder": out}
+
+
+def arm(
+    loss: str, run: Path, pruned: Path, heldout: Any, task: Any, plan: Any, folder: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    out = folder / f"student-{loss}"
+    if (out / "row.json").exists() and (out / "eval.json").exists():
+        row = json.loads((out / "row.json").read_text())
+        print(f"  {LABELS[loss]:<10} kept from an earlier call", flush=True)
+        return {**row, "eval": json.loads((out / "eval.json").read_text()), "folder": out}
+    flags = loss_flags(loss, "embedded", args.on_policy_tokens, args.beta)
+    output, train_s = synthetic.train(
+        run, out, str(pruned), args.steps, args.batch, args.lr, args.seed,
+        *("--max-source-length", "256", "--max-target-length", str(args.tokens), *flags),
+    )  # fmt: skip
+    if loss == "kd":
+        print(f"  train-student: {synthetic.coverage_line(output)}")
+    began = time.perf_counter()
+    row = measure(distill_real.load_trained(out, pruned), heldout, task, plan, str(out), out)
+    (out / "row.json").write_text(json.dumps({"nll": row["nll"], "kl": row["kl"], "train_s": train_s}))
+    print(
+        f"  {LABELS[loss]:<10} trained {train_s:.0f} s ({train_s / args.steps:.1f} s/step), measured "
+        f"{time.perf_counter() - began:.0f} s",
+        flush=True,
+    )
+    return {**row, "train_s": train_s}
+
+
+def real_table(rows: dict[str, dict[str, Any]]) -> None:
+    from cotfactory.stats import mcnemar_p
+
+    total = rows["teacher"]["eval"]["total"]
+    print(
+        f"\nheld out: NLL and KL(T||S) per target token of the kept CQA-test PaLM rationales; accuracy on the "
+        f"{total} CQA-test questions [95% Wilson], chance {CHANCE}; teacher and pruned read label-only (untrained)"
+    )
+    print(
+        f"  {'row':<17} {'NLL/token':>9} {'KL(T||S)':>9}  {'generated answer':<22} {'ranked choice':<22} "
+        f"{'ranked vs CE: McNemar p':<24} train"
+    )
+    base = quality_real.ranked_right(rows["none"]["folder"])
+    for key, row in rows.items():
+        name = {"teacher": "teacher SmolLM2", "pruned": "pruned, untrained", "none": "CE"}.get(key, LABELS.get(key))
+        paired = "-"
+        if key in ARMS and key != "none":
+            mine = quality_real.ranked_right(row["folder"])
+            only_mine = sum(mine[p] and not base[p] for p in mine)
+            only_ce = sum(base[p] and not mine[p] for p in mine)
+            paired = f"{mcnemar_p(only_mine, only_ce):.2f} ({only_mine}:{only_ce})"
+        train = f"{row['train_s']:.0f} s" if "train_s" in row else "-"
+        print(
+            f"  {name:<17} {row['nll']:>9.3f} {row['kl']:>9.3f}  {quality_real.cell(row['eval'], 'gen'):<22} "
+            f"{quality_real.cell(row['eval'], 'ranked'):<22} {paired:<24} {train}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = parser.add_subparsers(dest="part", required=True)
@@ -333,8 +558,24 @@ def main() -> None:
     task.add_argument("--continue-steps", type=int, default=150, help="sft+sft, sft+gkd: steps after SFT's")
     task.add_argument("--threads", type=int, default=1)
     task.add_argument("--keep", help="work in this folder and keep it; reuse what an earlier call left there")
+    real = parts.add_parser("real", help="pruned SmolLM2 on PaLM CQA rationales: CE vs kd vs gkd at equal steps")
+    real.add_argument("--train", type=int, default=224, help="CQA train questions (their PaLM rationales teach)")
+    real.add_argument("--heldout", type=int, default=64, help="CQA test questions held out")
+    real.add_argument("--samples", type=int, default=128, help="calibration samples of cotfactory prune")
+    real.add_argument("--width", type=float, default=0.48, help="share of parameters kept")
+    real.add_argument("--steps", type=int, default=40)
+    real.add_argument("--batch", type=int, default=4)
+    real.add_argument("--lr", type=float, default=1e-4)
+    real.add_argument("--seed", type=int, default=0)
+    real.add_argument("--tokens", type=int, default=128, help="target tokens kept (--max-target-length)")
+    real.add_argument("--k", type=int, default=20, help="teacher top-K stored for kd")
+    real.add_argument("--on-policy-tokens", type=int, default=64, help="gkd: new tokens sampled at most")
+    real.add_argument("--beta", type=float, default=0.5, help="gkd's β")
+    real.add_argument("--max-new-tokens", type=int, default=80, help="eval: tokens a student may write")
+    real.add_argument("--threads", type=int, default=1)
+    real.add_argument("--keep", help="work in this folder and keep it; trained arms found there are reused")
     args = parser.parse_args()
-    cost(args) if args.part == "cost" else synthetic_run(args)
+    {"cost": cost, "synthetic": synthetic_run, "real": real_run}[args.part](args)
 
 
 if __name__ == "__main__":

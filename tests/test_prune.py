@@ -271,3 +271,25 @@ def test_bad_flags_exit_2_with_one_line_and_write_nothing(
     assert named in output, output
     assert not (tmp_path / "o").exists()
     assert [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("ratio", [0.45, 0.48, 0.5, 0.53, 0.6])
+def test_width_cut_of_a_smollm2_shape_keeps_the_hidden_size_a_multiple_of_the_heads(ratio: float) -> None:
+    """transformers refuses to save a config whose hidden size is not a multiple of its attention heads:
+    `prune --width 0.5` on SmolLM2 (hidden 576, 9 heads in 3 KV groups) once cut hidden to 383 with 6 heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cotfactory.students.prune import parameter_count, width_sizes
+
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        num_attention_heads=9, num_key_value_heads=3, head_dim=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    sizes = width_sizes(model, ratio)
+    heads = sizes["query"] // 64
+    assert sizes["hidden"] % heads == 0
+    assert parameter_count(model, sizes=sizes) / parameter_count(model) == pytest.approx(ratio, abs=0.005)
+    cut = LlamaConfig(**{**config.to_dict(), "hidden_size": sizes["hidden"], "num_attention_heads": heads})
+    cut.validate()

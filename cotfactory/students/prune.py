@@ -219,9 +219,10 @@ def width_sizes(model: Any, ratio: float) -> dict[str, int]:
 
     def scaled(scale: float) -> dict[str, int]:
         per_group = max(1, round(scale * shape.heads_per_group))
+        heads = per_group * shape.kv_heads  # transformers refuses a hidden size that is not a multiple of the heads
         return {
-            "hidden": max(1, round(scale * shape.hidden)),
-            "query": per_group * shape.kv_heads * shape.head_dim,
+            "hidden": heads * max(1, round(scale * shape.hidden / heads)),
+            "query": heads * shape.head_dim,
             "ffn": max(1, round(scale * shape.intermediate)),
         }
 
