@@ -28,7 +28,7 @@ from cotfactory.config.train import TrainConfig
 from cotfactory.console import make_console, section
 from cotfactory.errors import ConfigError
 from cotfactory.hashing import stable_hash
-from cotfactory.run_dir import RunDir, StudentDir, write_json_atomic
+from cotfactory.run_dir import RunDir, StudentDir, write_json_atomic, write_jsonl_atomic
 
 
 def _file_hash(path: str) -> str:
@@ -114,8 +114,9 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
 
 def _generate(config: GenerateConfig, console: Console) -> None:
     from cotfactory.generate import print_summary, run_generate
+    from cotfactory.ray_launch import distributed, run_ray_generate
 
-    result = run_generate(config, console)
+    result = (run_ray_generate if distributed(config) else run_generate)(config, console)
     print_summary(result, console)
     if result.exit_code == 3:
         raise ConfigError("generate stopped at the token budget; raise generate.max_total_tokens and run again")
@@ -166,29 +167,30 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
 
 
 def _round_stages(config: PipelineConfig, number: int, previous: str, console: Console) -> list[Stage]:
-    """Round ``number``'s probe, generate, filter, train and eval stages (``previous``: the fingerprint of
-    the student it probes)."""
+    """Round ``number``'s probe, generate, filter, [write, solve, agree,] train and eval stages (``previous``:
+    the fingerprint of the student it probes; the bracketed three with ``problem_template``)."""
     from cotfactory import rounds
 
     assert config.rounds is not None and config.filter is not None and config.eval is not None
     settings, out = config.rounds, config.out
     here = RunDir(rounds.round_dir(out, number))
     prober = StudentDir(config.students[0].out) if number == 1 else StudentDir(rounds.student_dir(out, number - 1))
-    probe_print = stable_hash(
-        [output_settings(settings), output_settings(config.eval), previous, _file_hash(settings.pool)]
-    )
+    probing = {k: v for k, v in output_settings(settings).items() if k != "problem_template"}  # not the probe's
+    probe_print = stable_hash([probing, output_settings(config.eval), previous, _file_hash(settings.pool)])
     gen = _round_generate(config, number)
     gen_print = stable_hash([output_settings(gen), probe_print])
     filt = config.filter.model_copy(update={"run_dir": str(here.path)})
     filter_print = stable_hash([output_settings(filt), gen_print])
+    new_stages = _new_problem_stages(config, number, probe_print, console) if settings.problem_template else []
     first = config.students[0]
     student = first.model_copy(
         update={"input": str(rounds.union_path(out, number)), "out": str(rounds.student_dir(out, number))}
     )
-    train_print = stable_hash([output_settings(student), filter_print, number])
+    train_print = stable_hash([output_settings(student), filter_print, number, *[s.fingerprint for s in new_stages]])
     ev = config.eval.model_copy(update={"untrained": False})
     eval_print = stable_hash([output_settings(ev), train_print, _file_hash(ev.input)])
     folder = StudentDir(student.out)
+    hard = rounds.hard_problems_path(out, number)
 
     def probe() -> None:
         from cotfactory.students.evaluate import run_eval
@@ -198,39 +200,115 @@ def _round_stages(config: PipelineConfig, number: int, previous: str, console: C
             max_new_tokens=ev.max_new_tokens, out=str(rounds.probe_path(out, number)),
             answer_type=settings.answer_type, explain=False,
         )  # fmt: skip
-        hard = rounds.write_hard_problems(out, number)
+        failed = rounds.write_hard_problems(out, number)
         if number == 1:
             write_json_atomic(rounds.first_student_record(out), {"student": str(prober.path)})
-        console.print(f"round {number}: the student failed {hard} of {result.total} pool problems", highlight=False)
-
-    def has_hard() -> bool:
-        path = rounds.hard_problems_path(out, number)
-        return path.exists() and path.stat().st_size > 0
+        console.print(f"round {number}: the student failed {failed} of {result.total} pool problems", highlight=False)
 
     def generate() -> None:
-        if has_hard():
+        if _has_rows(hard):
             _generate(gen, console)
 
     def filter_round() -> None:
-        if has_hard():
+        if _has_rows(hard):
             _filter(filt, console)
 
     def train() -> None:
         count = rounds.write_union(out, number)
-        console.print(f"round {number}: training on {count} records (round 0 and the hard problems so far)")
+        console.print(f"round {number}: training on {count} records (round 0 and the rounds' problems so far)")
         _trainer(student, train_print, console)()
 
     return [
         Stage(f"round{number}:probe", probe_print, probe, rounds.probe_path(out, number).exists),
-        Stage(f"round{number}:generate", gen_print, generate, lambda: not has_hard() or here.samples.exists()),
-        Stage(f"round{number}:filter", filter_print, filter_round, lambda: not has_hard() or here.filtered.exists()),
+        Stage(f"round{number}:generate", gen_print, generate, lambda: not _has_rows(hard) or here.samples.exists()),
+        Stage(
+            f"round{number}:filter", filter_print, filter_round, lambda: not _has_rows(hard) or here.filtered.exists()
+        ),
+        *new_stages,
         Stage(f"round{number}:train", train_print, train, folder.is_student),
         Stage(f"round{number}:eval", eval_print, _evaluator(student, ev, console), folder.evaluation.exists),
     ]
 
 
-def _round_generate(config: PipelineConfig, number: int) -> GenerateConfig:
-    """The pipeline's generate settings, on the round's hard problems, with ``samples`` seeds."""
+def _has_rows(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, console: Console) -> list[Stage]:
+    """Round ``number``'s new problems (``rounds.problem_template``, see ``cotfactory.new_problems``): the
+    teacher writes one like each hard problem (write), samples them (solve), and those whose samples agree
+    are kept with their majority as pseudo-gold, their samples filtered into training records (agree)."""
+    from cotfactory import new_problems, rounds
+    from cotfactory.prompts import load_template
+
+    assert config.rounds is not None and config.rounds.problem_template is not None and config.filter is not None
+    out, gen = config.out, config.generate
+    extra_dirs = [Path(d) for d in gen.prompts_dir]
+    template = load_template(config.rounds.problem_template, extra_dirs)  # a bad one fails before any stage runs
+    plain = dict(until_agree=None, until_correct=None, max_samples=None, rationalize_failures=None)
+    write = _round_generate(
+        config, number, out=str(new_problems.write_run(out, number)), templates=[config.rounds.problem_template],
+        temperatures=gen.temperatures[:1], seeds=[number], samples_per_setting=1, logprobs=0, **plain,
+    )  # fmt: skip
+    write_print = stable_hash([output_settings(write), template.hash, probe_print])
+    questions = new_problems.questions_path(out, number)
+    solve = _round_generate(config, number, input=str(questions), out=str(new_problems.solve_run(out, number)), **plain)
+    solve_print = stable_hash([output_settings(solve), write_print])
+    drawn = solve.grid_size
+    need = new_problems.agreement_needed(drawn)
+    chain = config.filter.chain if "consistency" in config.filter.chain else [*config.filter.chain, "consistency"]
+    filt = config.filter.model_copy(  # the majority is the label the correct filter checks samples against
+        update={
+            "run_dir": solve.out,
+            "chain": chain,
+            "consistency": max(config.filter.consistency or 0.0, need / drawn),
+        }
+    )
+    agree_print = stable_hash([output_settings(filt), solve_print])
+    hard = rounds.hard_problems_path(out, number)
+    summary = new_problems.summary_path(out, number)
+
+    def write_stage() -> None:
+        if not _has_rows(hard):
+            write_jsonl_atomic(questions, [])
+            write_jsonl_atomic(new_problems.unwritten_path(out, number), [])
+            return
+        _generate(write, console)
+        counts = new_problems.write_questions(out, number)
+        dropped = ", ".join(f"{n} {reason}" for reason, n in counts.items() if reason not in {"asked", "written"})
+        console.print(
+            f"round {number}: the teacher wrote {counts['written']} new questions for {counts['asked']} hard "
+            f"problems{f' (dropped: {dropped})' if dropped else ''}",
+            highlight=False,
+        )
+
+    def solve_stage() -> None:
+        if _has_rows(questions):
+            _generate(solve, console)
+
+    def agree_stage() -> None:
+        if _has_rows(questions):
+            _filter(filt, console)
+        patterns = {t.name: t.spec.answer_pattern for t in (load_template(n, extra_dirs) for n in solve.templates)}
+        result = new_problems.agree(out, number, drawn, patterns)
+        console.print(new_problems.summary_line(result), highlight=False)
+
+    return [
+        Stage(f"round{number}:write", write_print, write_stage, questions.exists),
+        Stage(
+            f"round{number}:solve",
+            solve_print,
+            solve_stage,
+            lambda: not _has_rows(questions) or RunDir(solve.out).samples.exists(),
+        ),
+        Stage(f"round{number}:agree", agree_print, agree_stage, summary.exists),
+    ]
+
+
+def _round_generate(config: PipelineConfig, number: int, **changes: Any) -> GenerateConfig:
+    """The pipeline's generate settings, on the round's hard problems, with the round's ``samples`` seeds
+    ((r−1)·samples + 1 … r·samples: a problem failed again in a later round gets new samples, not the same
+    requests again); ``changes`` replace any of them."""
     from cotfactory import rounds
     from cotfactory.problems import load_problems
 
@@ -248,10 +326,13 @@ def _round_generate(config: PipelineConfig, number: int) -> GenerateConfig:
         "answer_type": answer_type,
         "limit": None,
         "shard": None,
-        "seeds": list(range(1, settings.samples + 1)),
+        "ray": None,  # a round's few hard problems run here, not as the main run's shards
+        "shards": None,
+        "shards_dir": None,
+        "seeds": list(range((number - 1) * settings.samples + 1, number * settings.samples + 1)),
         "out": str(rounds.round_dir(config.out, number)),
     }
-    return GenerateConfig.model_validate(data)
+    return GenerateConfig.model_validate(data | changes)
 
 
 def student_summaries(config: PipelineConfig) -> list[str]:

@@ -4,18 +4,21 @@ Round r (1, 2, …) of a pipeline with ``rounds:``:
 
 1. **probe** — the student of round r−1 (round 0: the pipeline's first student) answers a held-out
    *training-side* pool (never the test split); the problems it gets wrong are round r's hard problems;
-2. **generate** — the teacher samples each hard problem ``samples`` times (seeds 1…samples, the
-   pipeline's generate settings otherwise), into ``RUN/rounds/r/`` (a run directory of its own: store,
-   resume, exports);
+2. **generate** — the teacher samples each hard problem ``samples`` times (round r's seeds,
+   (r−1)·samples + 1 … r·samples; the pipeline's generate settings otherwise), into ``RUN/rounds/r/``
+   (a run directory of its own: store, resume, exports);
 3. **filter** — the pipeline's filter settings over that run;
+   With ``problem_template``, the teacher also writes a new problem like each hard one, solves it, and
+   the new problems whose samples agree are kept with their majority answer as pseudo-gold (steps
+   write, solve and agree: see ``cotfactory.new_problems``);
 4. **train** — a fresh student (the first student's settings) on the union of the kept records of
-   round 0 and rounds 1…r (``RUN/rounds/r/union.jsonl``);
+   round 0 and rounds 1…r, new problems included (``RUN/rounds/r/union.jsonl``);
 5. **eval** — that student on the pipeline's held-out ``eval`` problems: accuracy per round.
 
 Each step is a pipeline stage with a fingerprint, so a killed round resumes where it stopped. A
-problem of the pool is probed again each round (it may be learnt by then); one already given teacher
-samples in an earlier round is not sampled again (its keys are the same, so the store would hold it
-anyway: the new round's run just reads the earlier rounds' problems from their own run directories).
+problem of the pool is probed again each round (it may be learnt by then); one failed again gets new
+samples (the round's own seeds: the same seeds would send the same requests again, and a seeded
+teacher would answer them the same, duplicating its records in the union).
 """
 
 from __future__ import annotations
@@ -67,11 +70,16 @@ def write_hard_problems(out: str | Path, number: int) -> int:
 
 
 def write_union(out: str | Path, number: int) -> int:
-    """The kept records of round 0 and of rounds 1…number, one JSONL file to train on; returns the count."""
-    sources = [RunDir(out).filtered] + [RunDir(round_dir(out, r)).filtered for r in range(1, number + 1)]
+    """The kept records of round 0 and of rounds 1…number (each round's hard problems, then its new
+    problems where ``problem_template`` made some), one JSONL file to train on; returns the count."""
+    from cotfactory.new_problems import records_path
+
+    sources = [RunDir(out).filtered]
+    for r in range(1, number + 1):
+        sources += [RunDir(round_dir(out, r)).filtered, records_path(out, r)]
     rows: list[dict[str, Any]] = []
     for source in sources:
-        if source.exists():  # a round with no hard problem has no run
+        if source.exists():  # a round with no hard problem has no run, one without problem_template no new records
             rows += [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
     write_jsonl_atomic(union_path(out, number), rows)
     return len(rows)
@@ -98,5 +106,8 @@ def round_accuracies(out: str | Path) -> list[dict[str, Any]]:
             hard = hard_problems_path(out, number)
             record["round"] = number
             record["hard_problems"] = sum(1 for _ in hard.open()) if hard.exists() else 0
+            new = round_dir(out, number) / "new_problems.json"  # cotfactory.new_problems.summary_path
+            if new.exists():
+                record["new_problems"] = json.loads(new.read_text())["kept"]
             found.append(record)
     return found

@@ -51,7 +51,23 @@ class RoundsSection(BaseModel):
     format: str = Field("jsonl", description="Loader of the pool.")
     answer_type: str | None = Field(None, description="Generic jsonl/csv pool: answer type.")
     limit: int | None = Field(None, ge=1, description="Probe the first N problems of the pool.")
-    samples: int = Field(4, ge=1, description="Teacher samples of each problem the student failed (seeds 1…N).")
+    samples: int = Field(
+        4, ge=1, description="Teacher samples of each problem the student failed (round r: seeds (r−1)·N + 1 … r·N)."
+    )
+    problem_template: str | None = Field(
+        None,
+        description="Template (e.g. new-problem) asking the teacher for one new question like each failed problem; "
+        "the teacher samples it like them and it is kept, its majority answer as pseudo-gold, when more than half "
+        "of those samples agree.",
+    )
+
+    @model_validator(mode="after")
+    def _agreement_possible(self) -> RoundsSection:
+        if self.problem_template is not None and self.samples < 2:
+            raise ValueError(
+                "problem_template needs samples >= 2: a new question is kept when more than half of its samples agree"
+            )
+        return self
 
 
 class PipelineConfig(BaseModel):
@@ -75,6 +91,11 @@ class PipelineConfig(BaseModel):
             raise ValueError("rounds need a student, a filter and an eval section (each round retrains and evaluates)")
         if Path(self.rounds.pool).resolve() == Path(self.eval.input).resolve():
             raise ValueError("rounds.pool is the eval input: probe a training-side pool, never the test split")
+        if self.rounds.problem_template is not None and self.generate.contrastive:
+            raise ValueError(
+                "rounds.problem_template: new questions have no gold answer, which contrastive decoding needs; "
+                "sample with plain templates"
+            )
         return self
 
 
@@ -146,7 +167,13 @@ def _describe(exc: ValidationError, source: str) -> str:
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
-    sections = {"generate": GenerateConfig, "filter": FilterConfig, "students": StudentSection, "eval": EvalSection}
+    sections = {
+        "generate": GenerateConfig,
+        "filter": FilterConfig,
+        "students": StudentSection,
+        "eval": EvalSection,
+        "rounds": RoundsSection,
+    }
     if not loc:
         return PipelineConfig
     return sections.get(str(loc[0]))
