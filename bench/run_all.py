@@ -41,6 +41,7 @@ SCRIPTS = [
     "rationalize_real",
     "augment",
     "tree_search",
+    "rounds",
 ]
 HEADER = (
     "# Benchmarks\n\nEvery figure is a ratio against a baseline measured in the same run of the same script; "
