@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -146,8 +147,12 @@ def completion_body(body: dict[str, Any], server_seed: int, varied: bool = False
     }
 
 
-def build_app(server_seed: int, varied: bool = False) -> Any:
+def build_app(server_seed: int, varied: bool = False, reply: Any = None) -> Any:
+    """The server's app; ``reply(body)`` builds a chat reply (default: ``completion_body``)."""
     from aiohttp import web
+
+    if reply is None:
+        reply = functools.partial(completion_body, server_seed=server_seed, varied=varied)
 
     stats = Stats()
 
@@ -166,7 +171,7 @@ def build_app(server_seed: int, varied: bool = False) -> Any:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             error = {"message": "'messages' is a required property", "type": "invalid_request_error"}
             return json_response({"error": error}, 400)
-        return json_response(completion_body(body, server_seed, varied))
+        return json_response(reply(body))
 
     async def get_stats(request: web.Request) -> web.Response:
         return json_response({"requests": stats.requests})

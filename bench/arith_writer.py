@@ -29,7 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from arith_teacher import MODEL_ID, Stats, apply, completion_body, parse_expression, user_text  # noqa: E402
+import arith_teacher  # noqa: E402
+from arith_teacher import apply, completion_body, parse_expression, user_text  # noqa: E402
 from loopback import ProcessServer, serve_aiohttp  # noqa: E402
 
 WRITE = re.compile(r"write one new question", re.I)
@@ -87,35 +88,10 @@ def writer_body(body: dict[str, Any], server_seed: int, varied: bool, unparseabl
 
 
 def build_app(server_seed: int, varied: bool, unparseable: float) -> Any:
-    from aiohttp import web
-
-    stats = Stats()
-
-    def json_response(payload: Any, status: int = 200) -> web.Response:
-        return web.Response(status=status, text=json.dumps(payload), content_type="application/json")
-
-    async def models(request: web.Request) -> web.Response:
-        return json_response({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "bench"}]})
-
-    async def chat(request: web.Request) -> web.Response:
-        stats.requests += 1
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            error = {"message": "'messages' is a required property", "type": "invalid_request_error"}
-            return json_response({"error": error}, 400)
-        return json_response(writer_body(body, server_seed, varied, unparseable))
-
-    async def get_stats(request: web.Request) -> web.Response:
-        return json_response({"requests": stats.requests})
-
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/stats", get_stats)
-    return app
+    """arith_teacher's server, its replies from ``writer_body``."""
+    return arith_teacher.build_app(
+        server_seed, varied, reply=lambda body: writer_body(body, server_seed, varied, unparseable)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
