@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import inspect
 import json
 import os
 import random
@@ -40,14 +39,8 @@ from cotfactory.distributions import TokenDistributions
 from cotfactory.errors import TeacherError
 from cotfactory.records import RenderedPrompt, Request, Sample
 from cotfactory.teachers.base import Teacher, TeacherOptions
+from cotfactory.teachers.openai_transport import Transport
 
-try:  # the SDK's HTTP library: httpx2 from openai 3, httpx before
-    from httpx2 import Response as _HTTP_RESPONSE
-except ImportError:  # pragma: no cover
-    from httpx import Response as _HTTP_RESPONSE
-
-#: Whether the SDK's ``post`` takes a raw request body (``content=``); older ones (1.90) take only a dict.
-_SDK_TAKES_CONTENT = "content" in inspect.signature(openai.AsyncOpenAI.post).parameters
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _MAX_RETRY_AFTER = 120.0
 
@@ -180,10 +173,10 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
                 api_key=self._key or "no-key",
                 max_retries=0,
                 timeout=options.timeout,
-                http_client=_http_client(options.timeout),
             )
             for url in urls
         ]
+        self.transports = [Transport(client, options.concurrency) for client in self.clients]
         self.base_urls = urls
         self._in_flight = [0] * len(self.clients)
         self._next_client = 0
@@ -213,7 +206,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
     async def preflight(self) -> None:
         """Every base URL must answer HTTP at all (any status will do: some servers lack /models);
         with --logprobs, every one must return top logprobs for a one-token probe."""
-        for client, url in zip(self.clients, self.base_urls, strict=True):
+        for client, transport, url in zip(self.clients, self.transports, self.base_urls, strict=True):
             try:
                 await client.with_options(timeout=min(self.options.timeout, 10.0)).models.list()
             except (openai.APIConnectionError, openai.APITimeoutError) as exc:
@@ -221,7 +214,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             except openai.APIStatusError:
                 pass
             if self.logprobs_k:
-                await self._probe_logprobs(client, url)
+                await self._probe_logprobs(transport, url)
         if self.logprobs_k:
             self._token_reader = TokenReader(self.tokenizer_for_distributions())
 
@@ -230,7 +223,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         """--logprobs without a tokenizer: the token strings are recorded, in the run's string vocabulary."""
         return bool(self.logprobs_k) and not self.options.tokenizer
 
-    async def _probe_logprobs(self, client: Any, url: str) -> None:
+    async def _probe_logprobs(self, transport: Transport, url: str) -> None:
         body = {
             "model": self.options.model,
             "messages": [{"role": "user", "content": "Say yes."}],
@@ -240,7 +233,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             "top_logprobs": self.logprobs_k,
         }
         try:
-            reply = read_reply(await _post(client, "/chat/completions", body), n=1)
+            reply = read_reply(await transport.post("/chat/completions", _json_bytes(body)), n=1)
         except _FAILURES as exc:
             raise TeacherError(
                 f"{url} refused a --logprobs {self.logprobs_k} probe: {self.redact(describe_error(exc))[:200]}"
@@ -261,6 +254,8 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         return load_tokenizer(resolve_model_path(self.options.tokenizer))
 
     async def aclose(self) -> None:
+        for transport in self.transports:
+            await transport.aclose()
         for client in self.clients:
             await client.close()
 
@@ -502,7 +497,7 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
             args.update({"logprobs": True, "top_logprobs": k} if chat else {"logprobs": k})
         body = {**args, "messages": prompt.messages} if chat else {**args, "prompt": prompt.text}
         try:
-            raw = await _post(self.clients[index], "/chat/completions" if chat else "/completions", body)
+            raw = await self.transports[index].post("/chat/completions" if chat else "/completions", _json_bytes(body))
         finally:
             self._in_flight[index] -= 1
         return read_reply(raw, n)
@@ -558,18 +553,6 @@ class OpenAITeacher(Teacher[OpenAIOptions]):
         )
 
 
-def _http_client(timeout: float) -> Any:
-    """aiohttp as the SDK's transport where installed (``openai[aiohttp]``): httpx's connection pool
-    spends O(connections x requests) per request, which caps throughput at high concurrency."""
-    factory = getattr(openai, "DefaultAioHttpClient", None)
-    if factory is None:
-        return None
-    try:
-        return factory(timeout=timeout)
-    except RuntimeError:  # the aiohttp extra is not installed
-        return None
-
-
 def _same_setting(a: Request, b: Request) -> bool:
     return (a.problem_id, a.template_hash, a.temperature, a.seed, a.max_tokens) == (
         b.problem_id,
@@ -597,22 +580,6 @@ class Reply:
     choices: list[Choice]
     prompt_tokens: int
     completion_tokens: int
-
-
-async def _post(client: Any, path: str, body: dict[str, Any]) -> bytes:
-    """POST ``body`` through the SDK client and return the raw reply body.
-
-    ``cast_to=httpx.Response`` is the SDK's documented route for custom requests: the same URL, headers,
-    auth, transport, timeouts and error mapping (a 4xx/5xx raises ``openai.APIStatusError``, a dropped
-    connection ``openai.APIConnectionError``) as ``create``, but the body comes back unparsed. Building
-    the SDK's pydantic ``ChatCompletion`` objects was the largest client CPU cost per request after its
-    transport (bench/generate_api.py); :func:`read_reply` reads only the fields we use. The request
-    body goes as bytes (``content=``) where the SDK takes them, serialised by orjson."""
-    if _SDK_TAKES_CONTENT:
-        response = await client.post(path, content=_json_bytes(body), cast_to=_HTTP_RESPONSE)
-    else:  # an older SDK serialises the dict itself
-        response = await client.post(path, body=body, cast_to=_HTTP_RESPONSE)
-    return response.content
 
 
 def _json_bytes(body: dict[str, Any]) -> bytes:
