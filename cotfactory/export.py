@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,22 @@ def infer_features(jsonl: Path) -> Any:
 _CONFLICT = object()
 
 
-def _rows(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as handle:
-        for line in handle:
-            yield json.loads(line)
+def _write_arrow(jsonl: Path, target: Path, schema: Any, rows_per_batch: int = 1000) -> None:
+    """JSONL rows → an Arrow stream file of ``schema``, by pyarrow's own conversion: the same table
+    ``datasets``' generator builder makes, without its Python encoding of every value (the largest
+    part of an export's CPU, bench/generate_api.py)."""
+    import pyarrow as pa
+
+    with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        with jsonl.open("rb") as handle:
+            for line in handle:
+                batch.append(json.loads(line))
+                if len(batch) == rows_per_batch:
+                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+                    batch = []
+        if batch:
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
 
 
 def _type_of(value: Any) -> Any:
@@ -135,10 +147,10 @@ def write_dataset_atomic(jsonl: Path, folder: Path) -> None:
             features = infer_features(jsonl)
             if features is None:  # mixed column types: let datasets infer (and report) them
                 dataset = datasets.Dataset.from_json(str(jsonl), cache_dir=str(work / "cache"))
-            else:  # rows streamed to Arrow in batches of 1000: memory stays flat however big the run
-                dataset = datasets.Dataset.from_generator(
-                    _rows, gen_kwargs={"path": str(jsonl)}, features=features, cache_dir=str(work / "cache")
-                )
+            else:  # rows streamed to an Arrow file in batches: memory stays flat however big the run
+                arrow = work / "rows.arrow"
+                _write_arrow(jsonl, arrow, features.arrow_schema)
+                dataset = datasets.Dataset.from_file(str(arrow), info=datasets.DatasetInfo(features=features))
         dataset.save_to_disk(str(work / "data"))
         del dataset
         if folder.exists():
