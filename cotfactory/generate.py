@@ -321,6 +321,8 @@ async def _send_pending(
                     progress.update(task, advance=len(samples), rps=rps, tps=tps, errors=errors)
                 if result.new == new_before:  # nothing was kept: the next wave would ask the same again
                     break
+                if schedule.one_wave and result.new - new_before == pending_count:
+                    break  # every request was answered and stored: counting again would find none
                 pending_count, wave = _count(schedule.pending(with_prompts=False)), wave + 1
                 done = progress.tasks[0].completed
                 progress.update(task, description=f"generate (wave {wave})", total=done + pending_count)

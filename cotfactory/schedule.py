@@ -32,6 +32,13 @@ class Schedule:
         self.plan, self.store, self.logprobs_k = plan, store, logprobs_k
         self.rule, self.rationalize = rule, rationalize
 
+    @property
+    def one_wave(self) -> bool:
+        """Whether the plan is the grid alone: once each of its pending requests is stored (failed ones
+        too), nothing is pending. Adaptive sampling and rationalization decide more from what is stored;
+        with --logprobs a reply without distributions is sent again."""
+        return self.rule is None and self.rationalize is None and not self.logprobs_k
+
     def problem_requests(self, problem: Problem, with_prompts: bool = True) -> list[Request]:
         """The problem's requests as far as its stored samples decide them now."""
         if self.rule is None:
