@@ -113,6 +113,8 @@ _LATEX_SYMBOLS = {
     **{r"\$": "$", r"\%": "%", "{,}": ",", r"\times": "*", r"\cdot": "*", r"\div": "/"},
     **{r"\!": "", r"\,": "", r"\left": "", r"\right": ""},  # spacing and sizing only
 }
+# A number the parser reads as itself (a sign, no leading zeros): safe_eval's fast path.
+_PLAIN_LITERAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
 _INLINE_MATH = re.compile(r"\$([^$]*)\$")
 _MATH_DELIMITERS = re.compile(r"\\[()\[\]]")
 _UNICODE_MATH = str.maketrans({"−": "-", "–": "-", "×": "*", "·": "*", "÷": "/"})
@@ -350,8 +352,11 @@ def safe_eval(expression: str) -> Number | None:
     """
     if len(expression) > MAX_EXPRESSION_CHARS:
         return None
+    expression = expression.strip()
     try:
-        return _evaluate(ast.parse(expression.strip(), mode="eval").body)
+        if _PLAIN_LITERAL.fullmatch(expression):  # the usual answer: what the parser would give, without it
+            return _bounded(float(expression) if "." in expression else int(expression))
+        return _evaluate(ast.parse(expression, mode="eval").body)
     except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
         return None
 
@@ -471,13 +476,14 @@ def _last_sentence(text: str) -> str:
 # ---------------------------------------------------------------------------------- normalizing
 def _clean_markup(text: str) -> str:
     """Markdown and LaTeX dressing off: '**72**', '$\\boxed{\\frac{3}{4}}$', '\\$1{,}234' → bare text."""
-    for latex, plain in _LATEX_SYMBOLS.items():
-        text = text.replace(latex, plain)
-    previous = None
-    while previous != text:
-        previous = text
-        text = _LATEX_FRAC.sub(r"(\1)/(\2)", text)
-        text = _LATEX_WRAPPER.sub(r"\1", text)
+    if "\\" in text or "{," in text:  # LaTeX (most replies have none, and skip these passes)
+        for latex, plain in _LATEX_SYMBOLS.items():
+            text = text.replace(latex, plain)
+        previous = None
+        while previous != text:
+            previous = text
+            text = _LATEX_FRAC.sub(r"(\1)/(\2)", text)
+            text = _LATEX_WRAPPER.sub(r"\1", text)
     text = _INLINE_MATH.sub(r"\1", text)
     text = _MATH_DELIMITERS.sub("", text)
     text = text.replace("**", "").replace("__", "").replace("`", "")
