@@ -244,12 +244,21 @@ def run_command(
         list[str] | None, typer.Option("--set", help="Override a key: generate.limit=4 (repeatable).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Run directory (overrides the file's out).")] = None,
+    rounds: Annotated[
+        str | None,
+        typer.Option(
+            "--rounds",
+            metavar="N",
+            help="Hard-problem rounds after the first student (sets rounds.count; the file's rounds: section "
+            "names the pool). Finished rounds are kept: raising N runs only the new ones.",
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment: generate → filter → train students → eval → report, skipping unchanged stages."""
-    from cotfactory.config.pipeline import load_pipeline
+    from cotfactory.config.pipeline import load_pipeline, read_rounds_flag
     from cotfactory.pipeline import run_pipeline
 
-    config = load_pipeline(pipeline, set_ or [], out)
+    config = load_pipeline(pipeline, set_ or [], out, rounds=None if rounds is None else read_rounds_flag(rounds))
     for index, student in enumerate(config.students):
         _check_student(student.method, student.student, f"{pipeline}: students.{index}: ")
     if config.eval is not None and not Path(config.eval.input).is_file():

@@ -5,7 +5,8 @@ A round r with ``rounds.problem_template`` adds three steps after sampling its h
 pipeline stage, all teacher calls through ``generate`` (so a killed round resumes without re-sending):
 
 1. **write** — one request per hard problem with the template (seed r, so a problem hard again in a
-   later round gets a fresh question), into the run directory ``RUN/rounds/r/new/write/``; each reply's
+   later round gets a fresh question; the answer it shows is the gold, or for a problem without gold
+   the teacher's majority, ``new/origins.jsonl``), into the run directory ``RUN/rounds/r/new/write/``; each reply's
    ``New question:`` line (and, for a choice problem, its ``Answer Choices:``) becomes a problem
    ``ORIGIN~genR`` in ``new/questions.jsonl``, marked ``metadata: {generated_from, round, write_key}``
    and without gold. Replies that fail, cannot be read, repeat their origin or an earlier new question
@@ -54,6 +55,26 @@ def write_run(out: str | Path, number: int) -> Path:
 def solve_run(out: str | Path, number: int) -> Path:
     """The run directory of the teacher's samples of the new questions."""
     return new_dir(out, number) / "solve"
+
+
+def origins_path(out: str | Path, number: int) -> Path:
+    """The hard problems as the write run's input (see ``write_origins``)."""
+    return new_dir(out, number) / "origins.jsonl"
+
+
+def write_origins(out: str | Path, number: int) -> int:
+    """The round's hard problems as the write template sees them, which shows each one's answer: its
+    gold, or for a ``disagree`` one (no gold) the teacher's majority answer; returns how many."""
+    rows = [
+        {
+            "id": row["id"],
+            "question": row["question"],
+            "answer": row["answer"] if row["answer"] is not None else row.get("teacher_answer"),
+            "choices": row["choices"],
+        }
+        for row in read_jsonl(hard_problems_path(out, number))
+    ]
+    return write_jsonl_atomic(origins_path(out, number), rows)
 
 
 def questions_path(out: str | Path, number: int) -> Path:
@@ -158,8 +179,9 @@ def _tokens(run: Path) -> int:
     return sum(row["prompt_tokens"] + row["completion_tokens"] for row in read_jsonl(samples))
 
 
-def _votes(run: Path, patterns: dict[str, str | None]) -> dict[str, tuple[Problem, list[Any]]]:
-    """Each question of the solve run with its samples in plan order, answers read as the filter reads them."""
+def sample_votes(run: Path, patterns: dict[str, str | None]) -> dict[str, tuple[Problem, list[Any]]]:
+    """Each problem of a run (the solve run, the pool teacher run) with its samples in plan order, answers
+    read as the filter reads them."""
     keys: dict[str, list[str]] = {}
     for row in read_jsonl(RunDir(run).samples):
         keys.setdefault(row["problem_id"], []).append(row["key"])
@@ -180,7 +202,7 @@ def agree(out: str | Path, number: int, drawn: int, patterns: dict[str, str | No
     write ``problems.jsonl``, ``records.jsonl`` (from the filtered solve run) and ``new_problems.json``."""
     need = agreement_needed(drawn)
     questions = list(read_jsonl(questions_path(out, number)))
-    solved = _votes(solve_run(out, number), patterns) if questions else {}
+    solved = sample_votes(solve_run(out, number), patterns) if questions else {}
     kept: dict[str, dict[str, Any]] = {}
     outcomes: list[dict[str, Any]] = [
         {"id": None, "from": u["from"], "outcome": u["reason"]} for u in read_jsonl(unwritten_path(out, number))

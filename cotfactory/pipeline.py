@@ -78,8 +78,10 @@ def plan_stages(config: PipelineConfig, console: Console) -> list[Stage]:
     if config.rounds is not None and config.students:
         first = config.students[0]
         previous = stable_hash([output_settings(first), upstream])
+        pool_teacher = _pool_teacher_stage(config, console)
+        stages.append(pool_teacher)
         for number in range(1, config.rounds.count + 1):
-            round_stages = _round_stages(config, number, previous, console)
+            round_stages = _round_stages(config, number, previous, pool_teacher.fingerprint, console)
             stages += round_stages
             previous = round_stages[-2].fingerprint  # the round's student
     if config.report:
@@ -101,7 +103,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> list
     outcome = []
     for stage in stages:
         if state.get(stage.name) == stage.fingerprint and stage.done():
-            console.print(f"[dim]{stage.name}: unchanged, skipped[/dim]")
+            console.print(f"[dim]{stage.name}: unchanged, skipped[/dim]", emoji=False)  # round1:train: is no 🚋
             outcome.append((stage.name, "skipped"))
             continue
         section(console, stage.name)
@@ -166,21 +168,100 @@ def _evaluator(student: StudentSection, ev: EvalSection, console: Console) -> Ca
     return run
 
 
-def _round_stages(config: PipelineConfig, number: int, previous: str, console: Console) -> list[Stage]:
+#: settings of a run whose problems have no gold: the fixed grid (until-correct and rationalization need gold)
+GOLD_LESS = dict(until_agree=None, until_correct=None, max_samples=None, rationalize_failures=None)
+
+
+def _pool_teacher_stage(config: PipelineConfig, console: Console) -> Stage:
+    """The teacher's samples of the pool problems without gold (the pipeline's generate settings, on the
+    fixed grid), once for every round; their majority answers are what a probe compares the student's with."""
+    from cotfactory import rounds
+
+    assert config.rounds is not None
+    settings, out = config.rounds, config.out
+    if config.generate.contrastive and any(p.gold is None for p in _pool(config)):  # before any stage runs
+        raise ConfigError(
+            f"rounds.pool {settings.pool}: problems without gold are compared with the teacher's majority, which "
+            "contrastive decoding cannot sample (it needs gold); give every pool problem its answer or sample "
+            "with plain templates"
+        )
+    gen = _round_generate(
+        config, 0, input=str(rounds.pool_teacher_input(out)), out=str(rounds.pool_teacher_dir(out)),
+        seeds=config.generate.seeds, **GOLD_LESS,
+    )  # fmt: skip
+    pool = {k: output_settings(settings)[k] for k in ("pool", "format", "answer_type", "limit")}
+    fingerprint = stable_hash([pool, _file_hash(settings.pool), output_settings(gen)])
+
+    def run() -> None:
+        problems = _pool(config)
+        count = rounds.write_pool_without_gold(out, problems)
+        if count:
+            _generate(gen, console)
+        answered = rounds.write_teacher_answers(out, _answer_patterns(gen))
+        console.print(
+            f"rounds: {count} of {len(problems)} pool problems have no gold; the teacher's majority answers "
+            f"{sum(a['answer'] is not None for a in answered)} of them",
+            highlight=False,
+        )
+
+    return Stage("rounds:pool_teacher", fingerprint, run, rounds.teacher_answers_path(out).exists)
+
+
+def _pool(config: PipelineConfig) -> list[Any]:
+    """The pool's problems the probe answers."""
+    from cotfactory.problems import load_problems
+
+    assert config.rounds is not None
+    settings = config.rounds
+    return load_problems(settings.format, settings.pool, limit=settings.limit, answer_type=settings.answer_type)
+
+
+def _answer_patterns(gen: GenerateConfig) -> dict[str, str | None]:
+    """Template name → its answer pattern, to read samples' answers as the filter reads them."""
+    from cotfactory.prompts import load_template
+
+    extra_dirs = [Path(d) for d in gen.prompts_dir]
+    return {t.name: t.spec.answer_pattern for t in (load_template(n, extra_dirs) for n in gen.templates)}
+
+
+def _pseudo_label_filter(config: PipelineConfig, run_dir: str, drawn: int) -> FilterConfig:
+    """The pipeline's filter for a run of problems without gold: self-consistency added, its threshold
+    raised to more than half of the ``drawn`` samples, so the majority is each problem's pseudo-label,
+    the label the correct filter checks samples against."""
+    from cotfactory.new_problems import agreement_needed
+
+    assert config.filter is not None
+    chain = config.filter.chain if "consistency" in config.filter.chain else [*config.filter.chain, "consistency"]
+    threshold = max(config.filter.consistency or 0.0, agreement_needed(drawn) / drawn)
+    return config.filter.model_copy(update={"run_dir": run_dir, "chain": chain, "consistency": threshold})
+
+
+def _round_stages(
+    config: PipelineConfig, number: int, previous: str, pool_teacher: str, console: Console
+) -> list[Stage]:
     """Round ``number``'s probe, generate, filter, [write, solve, agree,] train and eval stages (``previous``:
-    the fingerprint of the student it probes; the bracketed three with ``problem_template``)."""
+    the fingerprint of the student it probes, ``pool_teacher`` that of the teacher's pool answers; the
+    bracketed three with ``problem_template``)."""
     from cotfactory import rounds
 
     assert config.rounds is not None and config.filter is not None and config.eval is not None
     settings, out = config.rounds, config.out
     here = RunDir(rounds.round_dir(out, number))
     prober = StudentDir(config.students[0].out) if number == 1 else StudentDir(rounds.student_dir(out, number - 1))
-    probing = {k: v for k, v in output_settings(settings).items() if k != "problem_template"}  # not the probe's
-    probe_print = stable_hash([probing, output_settings(config.eval), previous, _file_hash(settings.pool)])
-    gen = _round_generate(config, number)
-    gen_print = stable_hash([output_settings(gen), probe_print])
+    # not the probe's: the template (the write stage's), nor how many rounds follow (raising it keeps these)
+    probing = {k: v for k, v in output_settings(settings).items() if k not in {"problem_template", "count"}}
+    probe_print = stable_hash(
+        [probing, output_settings(config.eval), previous, _file_hash(settings.pool), pool_teacher]
+    )
+    gen = _round_generate(config, number, input=str(rounds.wrong_input_path(out, number)))
+    disagree = RunDir(rounds.disagree_dir(out, number))
+    gen_disagree = _round_generate(
+        config, number, input=str(rounds.disagree_input_path(out, number)), out=str(disagree.path), **GOLD_LESS
+    )
+    gen_print = stable_hash([output_settings(gen), output_settings(gen_disagree), probe_print])
     filt = config.filter.model_copy(update={"run_dir": str(here.path)})
-    filter_print = stable_hash([output_settings(filt), gen_print])
+    filt_disagree = _pseudo_label_filter(config, str(disagree.path), gen_disagree.grid_size)
+    filter_print = stable_hash([output_settings(filt), output_settings(filt_disagree), gen_print])
     new_stages = _new_problem_stages(config, number, probe_print, console) if settings.problem_template else []
     first = config.students[0]
     student = first.model_copy(
@@ -190,28 +271,42 @@ def _round_stages(config: PipelineConfig, number: int, previous: str, console: C
     ev = config.eval.model_copy(update={"untrained": False})
     eval_print = stable_hash([output_settings(ev), train_print, _file_hash(ev.input)])
     folder = StudentDir(student.out)
-    hard = rounds.hard_problems_path(out, number)
+    wrong, disagreeing = rounds.wrong_input_path(out, number), rounds.disagree_input_path(out, number)
 
     def probe() -> None:
         from cotfactory.students.evaluate import run_eval
 
-        result = run_eval(
+        run_eval(
             str(prober.path), settings.format, settings.pool, limit=settings.limit, batch_size=ev.batch_size,
             max_new_tokens=ev.max_new_tokens, out=str(rounds.probe_path(out, number)),
             answer_type=settings.answer_type, explain=False,
         )  # fmt: skip
-        failed = rounds.write_hard_problems(out, number)
+        hard = rounds.write_hard_problems(out, number)
         if number == 1:
             write_json_atomic(rounds.first_student_record(out), {"student": str(prober.path)})
-        console.print(f"round {number}: the student failed {failed} of {result.total} pool problems", highlight=False)
+        console.print(rounds.probe_line(hard), highlight=False)
 
     def generate() -> None:
-        if _has_rows(hard):
+        if _has_rows(wrong):
             _generate(gen, console)
+        if _has_rows(disagreeing):
+            _generate(gen_disagree, console)
 
     def filter_round() -> None:
-        if _has_rows(hard):
+        if _has_rows(wrong):
             _filter(filt, console)
+        if _has_rows(disagreeing):
+            _filter(filt_disagree, console)
+
+    def generated() -> bool:
+        return (not _has_rows(wrong) or here.samples.exists()) and (
+            not _has_rows(disagreeing) or disagree.samples.exists()
+        )
+
+    def filtered() -> bool:
+        return (not _has_rows(wrong) or here.filtered.exists()) and (
+            not _has_rows(disagreeing) or disagree.filtered.exists()
+        )
 
     def train() -> None:
         count = rounds.write_union(out, number)
@@ -219,11 +314,9 @@ def _round_stages(config: PipelineConfig, number: int, previous: str, console: C
         _trainer(student, train_print, console)()
 
     return [
-        Stage(f"round{number}:probe", probe_print, probe, rounds.probe_path(out, number).exists),
-        Stage(f"round{number}:generate", gen_print, generate, lambda: not _has_rows(hard) or here.samples.exists()),
-        Stage(
-            f"round{number}:filter", filter_print, filter_round, lambda: not _has_rows(hard) or here.filtered.exists()
-        ),
+        Stage(f"round{number}:probe", probe_print, probe, rounds.hard_summary_path(out, number).exists),
+        Stage(f"round{number}:generate", gen_print, generate, generated),
+        Stage(f"round{number}:filter", filter_print, filter_round, filtered),
         *new_stages,
         Stage(f"round{number}:train", train_print, train, folder.is_student),
         Stage(f"round{number}:eval", eval_print, _evaluator(student, ev, console), folder.evaluation.exists),
@@ -245,25 +338,19 @@ def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, c
     out, gen = config.out, config.generate
     extra_dirs = [Path(d) for d in gen.prompts_dir]
     template = load_template(config.rounds.problem_template, extra_dirs)  # a bad one fails before any stage runs
-    plain = dict(until_agree=None, until_correct=None, max_samples=None, rationalize_failures=None)
     write = _round_generate(
-        config, number, out=str(new_problems.write_run(out, number)), templates=[config.rounds.problem_template],
-        temperatures=gen.temperatures[:1], seeds=[number], samples_per_setting=1, logprobs=0, **plain,
+        config, number, input=str(new_problems.origins_path(out, number)), out=str(new_problems.write_run(out, number)),
+        templates=[config.rounds.problem_template],
+        temperatures=gen.temperatures[:1], seeds=[number], samples_per_setting=1, logprobs=0, **GOLD_LESS,
     )  # fmt: skip
     write_print = stable_hash([output_settings(write), template.hash, probe_print])
     questions = new_problems.questions_path(out, number)
-    solve = _round_generate(config, number, input=str(questions), out=str(new_problems.solve_run(out, number)), **plain)
+    solve = _round_generate(
+        config, number, input=str(questions), out=str(new_problems.solve_run(out, number)), **GOLD_LESS
+    )
     solve_print = stable_hash([output_settings(solve), write_print])
     drawn = solve.grid_size
-    need = new_problems.agreement_needed(drawn)
-    chain = config.filter.chain if "consistency" in config.filter.chain else [*config.filter.chain, "consistency"]
-    filt = config.filter.model_copy(  # the majority is the label the correct filter checks samples against
-        update={
-            "run_dir": solve.out,
-            "chain": chain,
-            "consistency": max(config.filter.consistency or 0.0, need / drawn),
-        }
-    )
+    filt = _pseudo_label_filter(config, solve.out, drawn)  # the majority is the label the correct filter checks
     agree_print = stable_hash([output_settings(filt), solve_print])
     hard = rounds.hard_problems_path(out, number)
     summary = new_problems.summary_path(out, number)
@@ -273,6 +360,7 @@ def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, c
             write_jsonl_atomic(questions, [])
             write_jsonl_atomic(new_problems.unwritten_path(out, number), [])
             return
+        new_problems.write_origins(out, number)
         _generate(write, console)
         counts = new_problems.write_questions(out, number)
         dropped = ", ".join(f"{n} {reason}" for reason, n in counts.items() if reason not in {"asked", "written"})
@@ -289,8 +377,7 @@ def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, c
     def agree_stage() -> None:
         if _has_rows(questions):
             _filter(filt, console)
-        patterns = {t.name: t.spec.answer_pattern for t in (load_template(n, extra_dirs) for n in solve.templates)}
-        result = new_problems.agree(out, number, drawn, patterns)
+        result = new_problems.agree(out, number, drawn, _answer_patterns(solve))
         console.print(new_problems.summary_line(result), highlight=False)
 
     return [

@@ -213,3 +213,49 @@ def test_page_renders_in_headless_chromium(report: tuple[Path, dict], tmp_path: 
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1200)
     assert pixels[..., :3].std() > 0.05  # not a blank page: text, tables and plots drawn
+
+
+def test_rounds_show_triggers_new_problems_records_and_intervals(run: Path, tmp_path: Path) -> None:
+    """Per hard-problem round: accuracy with its 95 % interval (computed when eval.json lacks it), hard
+    problems wrong / disagree (a round probed before triggers existed: every one wrong), new problems
+    kept, and the records its student trained on."""
+    from cotfactory.stats import wilson_interval
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    rounds = copy / "rounds"
+    (rounds / "1" / "student").mkdir(parents=True)
+    (rounds / "2" / "student").mkdir(parents=True)
+    (rounds / "first_student.json").write_text(json.dumps({"student": str(copy / "students" / "s1")}))
+    hard = {"round": 1, "probed": 8, "hard_problems": 5, "wrong": 3, "disagree": 2, "no_teacher_answer": 1}
+    (rounds / "1" / "hard_problems.json").write_text(json.dumps(hard))
+    (rounds / "1" / "new_problems.json").write_text(json.dumps({"kept": 2}))
+    write_jsonl(rounds / "1" / "union.jsonl", [{"key": f"k{i}"} for i in range(7)])
+    (rounds / "1" / "student" / "eval.json").write_text(json.dumps({"total": 16, "correct": 12, "accuracy": 0.75}))
+    write_jsonl(rounds / "2" / "hard_problems.jsonl", [{"id": f"p{i}", "question": "q"} for i in range(3)])
+    write_jsonl(rounds / "2" / "union.jsonl", [{"key": f"k{i}"} for i in range(9)])
+    second = {"total": 16, "correct": 13, "accuracy": 0.8125, "interval": [0.5, 0.9]}
+    (rounds / "2" / "student" / "eval.json").write_text(json.dumps(second))
+
+    numbers = _numbers_after_report(copy)
+    shown = [
+        (r["round"], r["hard_problems"], r["wrong"], r["disagree"], r["new_problems"], r["records"])
+        for r in numbers["rounds"]
+    ]
+    assert shown == [
+        (0, 0, 0, 0, None, len(read_jsonl(copy / "filtered.jsonl"))),
+        (1, 5, 3, 2, 2, 7),
+        (2, 3, 3, 0, None, 9),
+    ]
+    intervals = [r["evaluation"]["generated"]["interval"] for r in numbers["rounds"]]
+    assert intervals[1] == pytest.approx(list(wilson_interval(12, 16))) and intervals[2] == [0.5, 0.9]
+    _assert_png(copy / "report" / numbers["plots"]["rounds"])
+    page = (copy / "report" / "report.html").read_text(encoding="utf-8")
+    table = page[page.index("<h2>Hard-problem rounds</h2>") :]
+    low, high = wilson_interval(12, 16)
+    assert "<th>hard problems sampled (wrong / disagree)</th><th>new problems kept</th>" in table
+    assert (
+        f'<tr><td class="num">1</td><td>5 (3 / 2)</td><td class="num">2</td><td class="num">7</td>'
+        f"<td>12/16 = 0.750 [{low:.3f}, {high:.3f}]</td></tr>" in table
+    )
+    assert '<tr><td class="num">2</td><td>3 (3 / 0)</td><td>–</td><td class="num">9</td>' in table

@@ -7,28 +7,18 @@ the rest are dropped and counted. Two rounds on the scripted arithmetic teacher 
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import invoke, invoke_ok, read_jsonl, write_jsonl
-from test_rounds import PIPELINE
+from helpers import invoke, invoke_ok, read_jsonl
+from test_rounds import PIPELINE, sums_file
 
 from cotfactory.new_problems import new_problem_id, read_new_question, summary_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = 2  # rounds.samples: a new question is kept when both of its samples agree
-
-
-def _sums(path: Path, count: int, seed: int, start: int) -> Path:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(start, start + count):
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        rows.append({"id": f"s{i}", "question": f"What is {a} + {b}?", "answer": str(a + b)})
-    return write_jsonl(path, rows)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +34,9 @@ def writer() -> Any:
 def finished(writer: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """A two-round pipeline with problem_template, run once: (pipeline file, run directory, its output)."""
     tmp = tmp_path_factory.mktemp("new_problems")
-    train = _sums(tmp / "train.jsonl", 12, seed=1, start=0)
-    pool = _sums(tmp / "pool.jsonl", 10, seed=2, start=100)
-    heldout = _sums(tmp / "heldout.jsonl", 6, seed=3, start=200)
+    train = sums_file(tmp / "train.jsonl", 12, seed=1, start=0)
+    pool = sums_file(tmp / "pool.jsonl", 10, seed=2, start=100, without_gold=3)  # hard by disagreeing with the teacher
+    heldout = sums_file(tmp / "heldout.jsonl", 6, seed=3, start=200)
     out = tmp / "run"
     pipeline = tmp / "pipeline.yaml"
     text = PIPELINE.format(out=out, train=train, pool=pool, heldout=heldout, base_url=writer.base_url)
@@ -68,6 +58,7 @@ def _answers(out: Path, number: int) -> dict[str, list[str | None]]:
 
 def test_every_hard_problem_is_asked_once_for_a_new_question(finished: tuple[Path, Path, str]) -> None:
     _, out, _ = finished
+    disagreeing = 0
     for number in (1, 2):
         new = _round(out, number) / "new"
         hard = [row["id"] for row in read_jsonl(_round(out, number) / "hard_problems.jsonl")]
@@ -92,6 +83,12 @@ def test_every_hard_problem_is_asked_once_for_a_new_question(finished: tuple[Pat
             assert dropped["reason"] == "unparseable" and "New question:" not in dropped["text"]
         origins = [q["metadata"]["generated_from"] for q in questions] + [u["from"] for u in unwritten]
         assert sorted(origins) == sorted(hard)  # each hard problem: one question or one reason
+        shown = read_jsonl(new / "origins.jsonl")  # the answer the template shows: gold, else the teacher's
+        rows = read_jsonl(_round(out, number) / "hard_problems.jsonl")
+        assert [o["id"] for o in shown] == hard
+        assert [o["answer"] for o in shown] == [r["answer"] or r["teacher_answer"] for r in rows]
+        disagreeing += sum(r["trigger"] == "disagree" for r in rows)
+    assert disagreeing  # gold-less hard problems get new problems like them too
 
 
 def test_agreeing_questions_are_kept_with_their_answer_as_pseudo_gold(finished: tuple[Path, Path, str]) -> None:
@@ -173,7 +170,7 @@ def test_a_rerun_after_a_kill_sends_nothing_and_makes_the_same_problems(
     sent = writer.stats()["requests"]
 
     rerun = invoke_ok("run", str(pipeline))
-    assert rerun.count("unchanged, skipped") == 5 + 2 * 8  # generate … report; two rounds of eight stages
+    assert rerun.count("unchanged, skipped") == 5 + 1 + 2 * 8  # generate … report, the pool teacher; two rounds of 8
 
     # killed after the teacher answered round 1's writes and solves, before those stages were noted done
     state_path = out / "pipeline.json"
@@ -185,7 +182,7 @@ def test_a_rerun_after_a_kill_sends_nothing_and_makes_the_same_problems(
         (new / name).unlink()
     (_round(out, 1) / "new_problems.json").unlink()
     resumed = invoke_ok("run", str(pipeline))
-    assert resumed.count("unchanged, skipped") == 5 + 2 * 8 - 3  # only the three stages ran again
+    assert resumed.count("unchanged, skipped") == 5 + 1 + 2 * 8 - 3  # only the three stages ran again
     assert writer.stats()["requests"] == sent  # every write and solve came from the stores
     assert {name: (new / name).read_text() for name in made} == made  # the same ids, questions, pseudo-golds
     assert (_round(out, 1) / "new_problems.json").read_text() == summary
@@ -214,9 +211,9 @@ def test_read_new_question() -> None:
     ],
 )
 def test_bad_problem_template_settings_fail_before_anything_runs(tmp_path: Path, rounds: str, message: str) -> None:
-    data = _sums(tmp_path / "train.jsonl", 3, seed=1, start=0)
-    pool = _sums(tmp_path / "pool.jsonl", 3, seed=2, start=100)
-    heldout = _sums(tmp_path / "heldout.jsonl", 3, seed=3, start=200)
+    data = sums_file(tmp_path / "train.jsonl", 3, seed=1, start=0)
+    pool = sums_file(tmp_path / "pool.jsonl", 3, seed=2, start=100)
+    heldout = sums_file(tmp_path / "heldout.jsonl", 3, seed=3, start=200)
     out = tmp_path / "run"
     text = PIPELINE.format(out=out, train=data, pool=pool, heldout=heldout, base_url="http://127.0.0.1:9")
     pipeline = tmp_path / "pipeline.yaml"

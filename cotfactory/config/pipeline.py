@@ -141,11 +141,32 @@ def _check_step(node: Any, part: str, item: str) -> None:
     raise ConfigError(f"--set {item!r}: '{part}' is not a key or index of that section")
 
 
-def load_pipeline(path: str | Path, overrides: list[str] | None = None, out: str | None = None) -> PipelineConfig:
+def read_rounds_flag(value: str) -> int:
+    """``--rounds N``: a whole number, 1 or more."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"--rounds {value!r}: expected a whole number of rounds, 1 or more") from None
+    if count < 1:
+        raise ConfigError(f"--rounds {count}: must be 1 or more (leave out the rounds: section to run none)")
+    return count
+
+
+def load_pipeline(
+    path: str | Path, overrides: list[str] | None = None, out: str | None = None, rounds: int | None = None
+) -> PipelineConfig:
+    """The pipeline file with ``--set`` overrides, then ``--out`` and ``--rounds`` (``rounds.count``: the
+    flag wins over the file and over ``--set``), validated."""
     raw = read_config_file(path)
     raw = apply_overrides(raw, overrides or [])
     if out is not None:
         raw["out"] = out
+    if rounds is not None:
+        if not isinstance(raw.get("rounds"), dict):
+            raise ConfigError(
+                f"--rounds {rounds}: {path} has no rounds: section; add one naming the pool to probe (rounds.pool)"
+            )
+        raw["rounds"]["count"] = rounds
     try:
         return PipelineConfig.model_validate(_inject(raw))
     except ValidationError as exc:

@@ -229,8 +229,12 @@ class RoundResult:
     """One hard-problem round's student on the held-out problems (round 0: the pipeline's first student)."""
 
     round: int
-    hard_problems: int  # pool problems the previous student failed, sampled again this round
+    hard_problems: int  # pool problems sampled again this round: wrong + disagree
     evaluation: Evaluation
+    wrong: int = 0  # with gold: the previous student's answer was wrong
+    disagree: int = 0  # without gold: its answer differed from the teacher's majority
+    new_problems: int | None = None  # new problems kept (None: the round wrote none, no problem_template)
+    records: int | None = None  # records its student trained on (round 0: the run's filtered samples)
 
 
 @dataclass(frozen=True)

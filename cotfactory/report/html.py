@@ -193,15 +193,31 @@ def _budget_html(data: ReportData) -> str:
 def _rounds_html(data: ReportData) -> str:
     if not data.rounds:
         return ""
+    new = any(r.new_problems is not None for r in data.rounds)
     rows = [
-        [str(r.round), _fmt(r.hard_problems) if r.round else "", _fmt_accuracy(r.evaluation, None)] for r in data.rounds
+        [
+            str(r.round),
+            f"{_fmt(r.hard_problems)} ({_fmt(r.wrong)} / {_fmt(r.disagree)})" if r.round else "",
+            *([_fmt(r.new_problems) if r.round else ""] if new else []),
+            _fmt(r.records),
+            _fmt_accuracy(r.evaluation, None),
+        ]
+        for r in data.rounds
+    ]
+    header = [
+        "round",
+        "hard problems sampled (wrong / disagree)",
+        *(["new problems kept"] if new else []),
+        "records trained on",
+        "accuracy",
     ]
     caption = "Held-out accuracy of each round's student (95 % interval); round 0 is the pipeline's first student."
-    return (
-        "<h2>Hard-problem rounds</h2>\n"
-        + _figure_html(data, "rounds", caption)
-        + _table(["round", "hard problems sampled", "accuracy"], rows)
+    note = (
+        '<p class="sub">wrong: pool problems with gold the previous student answered wrong; disagree: pool problems '
+        "without gold where its answer differed from the teacher's majority. Records: the round's student's "
+        "training set (round 0 and every round's kept samples so far).</p>"
     )
+    return "<h2>Hard-problem rounds</h2>\n" + _figure_html(data, "rounds", caption) + _table(header, rows) + note
 
 
 def _students_html(data: ReportData) -> str:

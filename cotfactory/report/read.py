@@ -101,7 +101,15 @@ def _teacher_budget(run: RunDir, rows: list[dict[str, Any]], problems: dict[str,
 
 def _rounds(run: RunDir) -> list[RoundResult]:
     return [
-        RoundResult(record["round"], record["hard_problems"], _evaluation(record))
+        RoundResult(
+            record["round"],
+            record["hard_problems"],
+            _evaluation(record),
+            wrong=record.get("wrong", record["hard_problems"]),
+            disagree=record.get("disagree", 0),
+            new_problems=record.get("new_problems"),
+            records=record.get("records"),
+        )
         for record in rounds.round_accuracies(run.path)
     ]
 
