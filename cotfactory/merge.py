@@ -76,6 +76,12 @@ def run_merge(out: str, shard_dirs: list[str]) -> MergeResult:
         raise ConfigError(f"merge: {out} is one of the shards; merge into a new directory")
     configs = [shard_config(s) for s in shards]
     check_one_plan(shards, configs)
+    if configs[0].limit is not None and configs[0].shard is not None:
+        raise ConfigError(
+            f"{shards[0]}: generated with --limit {configs[0].limit} and --shard, and --limit counts within each "
+            "shard, so the shards' union is no selection one run directory can export; generate the shards "
+            "without --limit (cut the input file instead)"
+        )
     merged = configs[0].model_copy(update={"shard": None, "out": out})
     run = RunDir(out)
     _check_mergeable(shards, run)  # before OUT is touched: a refused merge writes nothing

@@ -85,6 +85,11 @@ def test_shards_of_another_plan_or_with_other_texts_are_refused(teacher: Any, tm
     code, output = invoke("merge", str(tmp_path / "m2"), str(a), str(b))
     assert code == 2 and "has another text in" in output and str(a) in output and str(b) in output
     assert not (tmp_path / "m2").exists()  # refused before anything is written
+    limited = [tmp_path / f"limited{i}" for i in range(2)]
+    for i, shard in enumerate(limited):  # --limit counts within each shard: the union is no one selection
+        invoke_ok(*_args(teacher.base_url, data, shard, "--shard", f"{i}/2", "--limit", "3"))
+    code, output = invoke("merge", str(tmp_path / "m4"), *map(str, limited))
+    assert code == 2 and "--limit 3 and --shard" in output and not (tmp_path / "m4").exists()
     code, output = invoke("merge", str(a), str(a))
     assert code == 2 and "is one of the shards" in output
     code, output = invoke("merge", str(tmp_path / "m3"), str(tmp_path / "nothing"))
