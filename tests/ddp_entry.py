@@ -2,7 +2,9 @@
 torchrun (``python -m torch.distributed.run --nproc_per_node 2 tests/ddp_entry.py train-student …``).
 
 Every batch the collator builds is appended to ``$COTFACTORY_TEST_BATCHES/rank{RANK}.jsonl`` as the
-list of its examples' indices (``null`` for a filler row), in the order the process trains on them.
+list of its examples' indices (``null`` for a filler row), in the order the process trains on them; every
+causal LM whose weights the process reads with ``load_causal_lm`` (a live teacher) to
+``$COTFACTORY_TEST_BATCHES/loads-rank{RANK}.jsonl``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,25 @@ def record_batches(folder: Path, rank: str) -> None:
     MultitaskCollator.__call__ = recording  # type: ignore[method-assign]
 
 
+def record_loads(folder: Path, rank: str) -> None:
+    """Make ``load_causal_lm`` (what reads a live teacher's weights) append each location it loads to
+    ``folder/loads-rank{rank}.jsonl``."""
+    from cotfactory import model_loading
+
+    path = folder / f"loads-rank{rank}.jsonl"
+    load = model_loading.load_causal_lm
+
+    def recording(location: str, *args: Any, **kwargs: Any) -> Any:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(str(location)) + "\n")
+        return load(location, *args, **kwargs)
+
+    model_loading.load_causal_lm = recording
+
+
 if __name__ == "__main__":
     record_batches(Path(os.environ["COTFACTORY_TEST_BATCHES"]), os.environ.get("RANK", "0"))
+    record_loads(Path(os.environ["COTFACTORY_TEST_BATCHES"]), os.environ.get("RANK", "0"))
     from cotfactory.cli import main
 
     sys.argv[0] = "cotfactory"

@@ -1,7 +1,8 @@
 """Training across processes: ``torchrun --nproc_per_node 2`` (DDP over gloo, on CPU) trains the student
 one process trains with a twice larger ``--batch-size`` — the same per-step losses (the Trainer's logged
 loss is the mean over the ranks), the same weights, each rank a share of the same global order — and
-only rank 0 writes the student folder.
+only rank 0 writes the student folder. With a live teacher (gkd, the hidden cosine) rank 0 alone reads its
+weights and scores both ranks' batches (cotfactory.students.shared_teacher), to the same effect.
 
 Equal means up to float summation order: dropout is off (``--lora-dropout 0``, models without dropout),
 since every rank would draw the same dropout masks for other examples than one process does.
@@ -76,6 +77,15 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def live_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a 2-layer student, a 3-layer live teacher): tiny random LLaMAs sharing one tokenizer."""
+    from tiny_models import build_tiny_llama
+
+    root = tmp_path_factory.mktemp("live")
+    return build_tiny_llama(root / "student", seed=2), build_tiny_llama(root / "teacher", seed=1, layers=3)
 
 
 def _student(name: str, tiny_t5: Path) -> str:
@@ -159,6 +169,16 @@ def _assert_same_training(one: Path, two: Path) -> None:
     assert (two / "examples.jsonl").read_text() == (one / "examples.jsonl").read_text()
 
 
+def _teacher_loads(folder: Path, teacher: Path) -> dict[int, int]:
+    """How many times each rank read the teacher's weights (ddp_entry's loads-rank{N}.jsonl)."""
+    loads = {}
+    for rank in (0, 1):
+        path = folder / f"loads-rank{rank}.jsonl"
+        read = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        loads[rank] = read.count(str(teacher))
+    return loads
+
+
 def _files(folder: Path) -> list[str]:
     """Every file in ``folder``, each rank's RNG state in a checkpoint as one process's."""
     names = {str(p.relative_to(folder)).replace("rng_state_0.pth", "rng_state.pth") for p in folder.rglob("*")}
@@ -234,6 +254,47 @@ def test_gloo_only_when_a_launcher_started_several_processes(monkeypatch: pytest
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _distributed_arguments() == {"ddp_find_unused_parameters": False, "use_cpu": True, "ddp_backend": "gloo"}
+
+
+def _score_shared(rank: int, store: str, teacher: str) -> None:
+    """Rank ``rank`` of 2 (torch.multiprocessing.spawn): the shared teacher, held by rank 0, gives each rank
+    what the teacher alone gives on its batch — batches of other rows, widths and kept logits per rank."""
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
+
+    from cotfactory.students.on_policy import LiveTeacher
+    from cotfactory.students.shared_teacher import SharedTeacher
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        alone = LiveTeacher(AutoModelForCausalLM.from_pretrained(teacher), teacher)  # every rank, to compare
+        shared = SharedTeacher(alone if rank == 0 else None)
+        rows, width, keep = [(3, 9, 4), (2, 13, 11)][rank]
+        ids = torch.randint(3, 300, (rows, width), generator=torch.Generator().manual_seed(rank))
+        mask = torch.ones_like(ids)
+        mask[0, width - 3 :] = 0  # a row shorter than the batch, right-padded as the collator pads
+        for dtype in (torch.float32, torch.bfloat16):
+            alone.model.to(dtype)
+            for kept, layers in ((keep, (0, 1)), (keep, ()), (1, (1,))):
+                logits, states = shared.score(ids, mask, kept, layers)
+                expected_logits, expected_states = alone.score(ids, mask, kept, layers)
+                assert logits.shape == expected_logits.shape and logits.dtype == expected_logits.dtype == dtype
+                tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+                assert torch.allclose(logits, expected_logits, rtol=tolerance, atol=tolerance), (rank, kept, dtype)
+                assert len(states) == len(expected_states) == len(layers)
+                for state, expected in zip(states, expected_states, strict=True):
+                    assert state.shape == expected.shape == (rows, width, 32) and state.dtype == dtype
+                    assert torch.allclose(state[mask.bool()], expected[mask.bool()], rtol=tolerance, atol=tolerance)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shared_teacher_gives_each_rank_what_the_teacher_alone_gives(tiny_llama: Path, tmp_path: Path) -> None:
+    """Two gloo processes, the teacher held by rank 0: logits (the last kept positions of each rank's own
+    width) and layer outputs as the teacher scores each rank's batch by itself, float32 and bfloat16."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_score_shared, args=(str(tmp_path / "store"), str(tiny_llama)), nprocs=2, join=True)
 
 
 def test_gradient_accumulation_is_the_larger_batch(teaching: Path, tmp_path: Path) -> None:
@@ -319,3 +380,67 @@ def test_two_processes_resume_to_the_uninterrupted_student(teaching: Path, tiny_
     (out / "metrics.jsonl").write_text("".join(line + "\n" for line in logs))
     _torchrun(*_train(teaching, str(tiny_t5), out, "--batch-size", "2", "--resume"))
     _assert_same_training(reference, out)
+
+
+# gkd at λ = 0 scores the teacher-written completions only: each rank's sampled completions would differ from
+# one process's (another seed, other rows), so only λ = 0 can equal one process
+LIVE = {
+    "gkd": ("--distill", "gkd", "--lmbda", "0"),
+    "gkd-hidden-cosine": ("--distill", "gkd", "--lmbda", "0", "--hidden-cosine", "0.5"),
+    "init-from-teacher": ("--init-from-teacher", "every-other", "--hidden-cosine", "0.5"),
+    "per-rank": ("--distill", "gkd", "--lmbda", "0", "--teacher-placement", "per-rank"),
+}
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(
+    ("case", "loads"),
+    [
+        ("gkd", {0: 1, 1: 0}),
+        ("gkd-hidden-cosine", {0: 1, 1: 0}),
+        ("init-from-teacher", {0: 1, 1: 1}),  # every rank builds its student from the weights, then frees them
+        ("per-rank", {0: 1, 1: 1}),
+    ],
+)
+def test_two_processes_with_a_live_teacher_equal_one(
+    teaching: Path,
+    live_models: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    loads: dict[int, int],
+) -> None:
+    """A live teacher held by rank 0 alone, scoring both ranks' batches (gkd's logits, the hidden cosine's
+    layer outputs): the same losses, weights and files as one process with the global batch."""
+    student, teacher = live_models
+    one, two = tmp_path / "one", tmp_path / "two"
+    extra = ("--teacher", str(teacher), *LIVE[case])
+    _one_process(
+        monkeypatch, *_train(teaching, str(student), one, "--batch-size", "4", *extra), batches=tmp_path / "b1"
+    )
+    output = _recorded_torchrun(
+        *_train(teaching, str(student), two, "--batch-size", "2", *extra), batches=tmp_path / "b2"
+    )
+    _assert_same_training(one, two)
+    _assert_shares_of_one_order(tmp_path / "b1", tmp_path / "b2")
+    assert _teacher_loads(tmp_path / "b2", teacher) == loads
+    shared = "per-rank" not in case
+    assert output.count("held by rank 0, scoring the batches of all 2 processes") == shared
+
+
+@pytest.mark.reliability
+def test_each_rank_samples_its_completions_for_the_one_shared_teacher(
+    teaching: Path, live_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """gkd at λ = 1 under torchrun: every micro-batch is the student's own (each rank samples its share),
+    rank 0's teacher scores them all, and no other rank reads the teacher's weights."""
+    student, teacher = live_models
+    out, batches = tmp_path / "gkd", tmp_path / "batches"
+    command = ["train-student", teaching, "--student", student, "--out", out, "--method", "finetune-cot"]
+    command += ["--teacher", teacher, "--distill", "gkd", "--lmbda", "1", "--on-policy-tokens", "8"]
+    command += ["--batch-size", "2", "--max-steps", "4", "--logging-steps", "1", "--max-target-length", "48"]
+    _recorded_torchrun(*command, batches=batches)
+    rows = _logged(out)
+    assert [row["on_policy"] for row in rows] == [1.0] * 4
+    assert all(0 < row["loss"] < float("inf") for row in rows)
+    assert _teacher_loads(batches, teacher) == {0: 1, 1: 0}

@@ -60,6 +60,13 @@ class TrainConfig(BaseModel):
     teacher_device: str = Field(
         "auto", description="Device of the live teacher (cpu, cuda:1, …).", json_schema_extra=RUNTIME
     )
+    teacher_placement: Literal["shared", "per-rank"] = Field(
+        "shared",
+        description="Across processes (torchrun): shared — rank 0 alone holds the live teacher (on "
+        "--teacher-device) and scores every process's batches; per-rank — every process loads its own copy "
+        "(no waiting, N times the memory). One process: no effect.",
+        json_schema_extra=RUNTIME,
+    )
     on_policy_temperature: float = Field(
         1.0, gt=0.0, description="gkd: sampling temperature of the student's own completions (top-k/top-p off)."
     )

@@ -24,7 +24,8 @@ completions (supervised KD on the teacher's text, with the teacher's full distri
   coins and the same completions as the uninterrupted run.
 * The teacher is loaded once, in eval mode with gradients off, on ``--teacher-device``, and runs in
   ``torch.inference_mode``; its outputs are cloned out of inference mode before they meet the
-  student's graph.
+  student's graph. Under torchrun one process holds it and scores every process's batches
+  (cotfactory.students.shared_teacher); each process still samples its own completions.
 
 Why not TRL's ``GKDTrainer`` (trl 1.16, ``trl.experimental.gkd``): it subclasses ``SFTTrainer``, and its
 sampling reads ``prompts`` / ``prompt_attention_mask`` from each batch, which its default collator
@@ -83,9 +84,11 @@ class LiveTeacher:
         self.name = name
 
     @classmethod
-    def load(cls, spec: str, device: str, student_tokenizer: Any, student: Any) -> LiveTeacher:
+    def load(cls, spec: str, device: str, student_tokenizer: Any, student: Any, weights: bool = True) -> LiveTeacher:
         """The teacher at ``spec`` (folder, hub id, .gguf, 'embedded'), refused before its weights are read
-        when its tokenizer differs from the student's, and after when its logits are another width."""
+        when its tokenizer differs from the student's, and after when its logits are another width.
+        ``weights=False``: its architecture only, on the meta device (the ranks that do not hold a shared
+        teacher: cotfactory.students.shared_teacher), checked the same way."""
         from cotfactory.model_loading import load_causal_lm, load_tokenizer, resolve_model_path
         from cotfactory.students.token_alignment import VocabularyMismatch, same_vocabulary, tokenizer_name
 
@@ -98,7 +101,7 @@ class LiveTeacher:
                 "reads the student's token ids and gkd compares full next-token distributions, so they need the "
                 "same vocabulary"
             )
-        model = load_causal_lm(location, device)
+        model = load_causal_lm(location, device) if weights else _without_weights(location)
         widths = (model.get_output_embeddings().weight.shape[0], student.get_output_embeddings().weight.shape[0])
         if widths[0] != widths[1]:
             raise ConfigError(
@@ -131,6 +134,14 @@ class LiveTeacher:
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), logits_to_keep=keep
         )
         return output.logits
+
+
+def _without_weights(location: str) -> Any:
+    """The causal LM at ``location`` built on the meta device: its config, widths and layers, no memory."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(location))
 
 
 # ------------------------------------------------------------------------------------------------ sampling

@@ -8,9 +8,11 @@ from, each example with its teacher sample's key). Checkpoints go to OUT/checkpo
 Under ``torchrun --nproc_per_node N`` (DDP: gloo on CPU, nccl on GPUs) every process trains on its
 share of each global batch of N × ``--batch-size`` examples, and only rank 0 writes OUT: the same
 losses and weights as one process with ``--batch-size`` N times larger (see cotfactory.students.trainer).
-A live ``--teacher`` (gkd, --hidden-cosine, --init-from-teacher) is loaded by every process, on its own
-GPU under ``--teacher-device auto``; the recorded distributions of ``--distill kd|slim|reverse-kl|jsd``
-need no teacher model in training at all.
+A live ``--teacher`` (gkd, --hidden-cosine) is held by rank 0 alone, which scores every process's batches
+(``--teacher-placement shared``, cotfactory.students.shared_teacher), or loaded by every process on its own
+GPU (``per-rank``). --init-from-teacher reads its weights in every process, to build the same student,
+and only rank 0 keeps them. The recorded distributions of ``--distill kd|slim|reverse-kl|jsd`` need no
+teacher model in training at all.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
     ]
     teacher, teacher_k = _teacher_targets(config, taught, features, tokenizer, console)
     model, live = _from_live_teacher(config, live_teacher, model, tokenizer, features, console)
-    del live_teacher  # kept by ``live`` when training runs it; a teacher that only gave weights is freed
+    del live_teacher  # kept by ``live`` where training runs it; one that only gave weights is freed
     limit = preflight.context_limit_of(model, causal)
     lengths = preflight.measure(
         taught, features, config.max_source_length, config.max_target_length, limit, method.answer_at_end
@@ -188,7 +190,14 @@ def _live_teacher(config: TrainConfig, student: Any, tokenizer: Any, causal: boo
     device = config.teacher_device
     if device == "auto" and world_size() > 1 and torch.cuda.is_available():
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # its rank's GPU: "cuda" is GPU 0 in every rank
-    return LiveTeacher.load(config.teacher, device, tokenizer, student)
+    # a shared teacher's weights are read by its holder, and by every rank that builds its student from them
+    weights = not _shares_teacher(config) or is_main_process() or config.init_from_teacher != "none"
+    return LiveTeacher.load(config.teacher, device, tokenizer, student, weights=weights)
+
+
+def _shares_teacher(config: TrainConfig) -> bool:
+    """Whether rank 0 holds the live teacher for every process (cotfactory.students.shared_teacher)."""
+    return config.teacher_placement == "shared" and world_size() > 1
 
 
 def _from_live_teacher(
@@ -220,7 +229,18 @@ def _from_live_teacher(
         )
     if on_policy is None and hidden is None:  # the teacher only gave the student its weights
         return model, None
-    return model, LiveTeaching(teacher, on_policy, hidden, tokenizer.pad_token_id, _eos_ids(model, tokenizer))
+    scorer = teacher
+    if _shares_teacher(config):
+        from cotfactory.students.shared_teacher import SharedTeacher
+
+        scorer = SharedTeacher(teacher if is_main_process() else None)  # the others' copy is freed with it
+        console.print(
+            f"live teacher {config.teacher} on {teacher.device}: held by rank 0, scoring the batches of all "
+            f"{world_size()} processes",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return model, LiveTeaching(scorer, on_policy, hidden, tokenizer.pad_token_id, _eos_ids(model, tokenizer))
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:

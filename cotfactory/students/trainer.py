@@ -17,6 +17,8 @@ With a live teacher (``LiveTeaching``) two more things happen, both per example 
 ``--distill gkd`` replaces some batches' completions with the student's own before the step
 (``training_step``) and scores every batch with the teacher's full logits (cotfactory.students.
 on_policy); ``--hidden-cosine`` adds the cosine between matched layer outputs (init_from_teacher).
+Across processes the teacher is by default held by rank 0 alone and scores every rank's batch in one
+forward (shared_teacher): each rank still samples its own completions with its own student.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from cotfactory.students.distill_losses import distillation_loss
 from cotfactory.students.features import IGNORE
 from cotfactory.students.init_from_teacher import HiddenCosine, layer_outputs
 from cotfactory.students.on_policy import LiveTeacher, OnPolicy, gkd_example_losses, on_policy_batch
+from cotfactory.students.shared_teacher import SharedTeacher
 
 TEACHER_FIELDS = ("teacher_ids", "teacher_logprobs", "teacher_tail")  # what the collator adds with --distill
 FILLER = -1  # the task id of the rows that fill a last global batch across processes: no loss, no count
@@ -175,7 +178,7 @@ def distilled_example_losses(
 class LiveTeaching:
     """A teacher model run during training (causal students only): gkd's on-policy loss, the hidden cosine."""
 
-    teacher: LiveTeacher
+    teacher: LiveTeacher | SharedTeacher  # SharedTeacher: one process holds it for all (--teacher-placement)
     on_policy: OnPolicy | None = None  # --distill gkd
     hidden: HiddenCosine | None = None  # --hidden-cosine
     pad_id: int = 0
