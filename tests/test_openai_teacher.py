@@ -230,3 +230,25 @@ def test_a_server_without_logprobs_is_refused_before_the_run(tmp_path: Path) -> 
             code, output = invoke(*_args(server, data, out, "--logprobs", "5", *tokenizer))
             assert code == 2 and "returned no top logprobs for top_logprobs=5" in output
             assert not out.exists()
+
+
+def test_requests_go_through_the_proxy_the_environment_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured (and NO_PROXY), as the SDK's httpx honours it: the base URL names a host that
+    does not exist, and the fake server, named as the proxy, answers every request sent through it."""
+    from cotfactory.teachers.openai_transport import env_proxy
+
+    data = write_sums(tmp_path / "q.jsonl", 3)
+    nowhere = "http://no-such-host.invalid:9/v1"
+    with FakeServer("--latency", "0") as server:
+        proxy = server.base_url.removesuffix("/v1")
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy)
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        assert env_proxy(nowhere) == proxy
+        code, output = invoke(*fake_teacher_args(nowhere, data, tmp_path / "run", "COTFACTORY_TEST_KEY"))
+        assert code == 0, output
+        assert server.stats()["requests"] == 3
+        monkeypatch.setenv("NO_PROXY", "no-such-host.invalid")
+        assert env_proxy(nowhere) is None
+    assert len(read_jsonl(tmp_path / "run" / "samples.jsonl")) == 3
