@@ -163,11 +163,14 @@ def rounds_arm(run: Path, plan: Plan) -> list[dict]:
         {"data": run, "tokens": 0, "records": len(read_jsonl(run / "filtered.jsonl")), "answers": {}},
     ]
     found[0]["answers"][plan.seeds[0]] = per_problem(run / "students" / "tiny")
-    spent = 0
+    pool_teacher = run / "rounds" / "pool_teacher" / "samples.jsonl"  # the gold-less pool problems, sampled once
+    spent = tokens_of(pool_teacher) if pool_teacher.exists() else 0
     for number in range(1, plan.rounds + 1):
         here = run / "rounds" / str(number)
         summary = json.loads((here / "new_problems.json").read_text())
-        spent += tokens_of(here / "samples.jsonl") + sum(summary["teacher_tokens"].values())
+        runs = [here / "samples.jsonl", here / "disagree" / "samples.jsonl"]  # hard problems with gold, without
+        spent += sum(tokens_of(samples) for samples in runs if samples.exists())
+        spent += sum(summary["teacher_tokens"].values())
         found.append(
             {
                 "data": here / "union.jsonl",
