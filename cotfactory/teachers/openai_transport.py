@@ -8,9 +8,10 @@ SDK's default headers (user agent, organization, project) and the timeout are re
 same as through ``client.post``.
 
 What is left out is the SDK's per-request machinery around the same aiohttp transport: request options,
-header merging, URL parsing and an httpx request and response built and copied for every call. That was
-0.8 of 2.2 ms of client CPU per request inside ``client.post`` (py-spy, bench/generate_api.py at
-concurrency 64), for bytes that are the same every time but the body.
+header merging, URL parsing and an httpx request and response built and copied for every call, for bytes
+that are the same every time but the body. In py-spy profiles of bench/generate_api.py (concurrency 64)
+``client.post`` cost about three times this ``post``; with the export and plan changes of the same
+round, client CPU went from 3.1 to 1.4 ms per request (BENCHMARKS.md, generate_api).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Transport:
         except aiohttp.ClientError as exc:
             message = f"{type(exc).__name__}: {exc}"
             raise openai.APIConnectionError(message=message, request=httpx.Request("POST", url)) from exc
-        raise self.client._make_status_error_from_response(reply)
+        raise self.client._make_status_error_from_response(reply)  # the SDK's own mapping (openai 1.x to 3.x)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
