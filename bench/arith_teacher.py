@@ -195,8 +195,11 @@ def main(argv: list[str] | None = None) -> None:
 class ArithTeacher(ProcessServer):
     """Start the arithmetic teacher as a subprocess for the duration of a ``with`` block."""
 
+    script = Path(__file__).resolve()  # the server this class starts (arith_writer.py's subclass: its own)
+    label = "arith teacher"
+
     def __init__(self, *args: str) -> None:
-        super().__init__([sys.executable, str(Path(__file__).resolve()), *args], name="arith teacher")
+        super().__init__([sys.executable, str(self.script), *args], name=self.label)
         self.args = args
 
     def stats(self) -> dict[str, Any]:

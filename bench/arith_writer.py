@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import arith_teacher  # noqa: E402
 from arith_teacher import apply, completion_body, parse_expression, user_text  # noqa: E402
-from loopback import ProcessServer, serve_aiohttp  # noqa: E402
+from loopback import serve_aiohttp  # noqa: E402
 
 WRITE = re.compile(r"write one new question", re.I)
 REFUSAL = "Here is a question of the same kind, testing the same skill; I leave the numbers to you."
@@ -104,16 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     asyncio.run(serve_aiohttp(build_app(args.seed, args.varied, args.unparseable), args.port))
 
 
-class ArithWriter(ProcessServer):
+class ArithWriter(arith_teacher.ArithTeacher):
     """Start the writing arithmetic teacher as a subprocess for the duration of a ``with`` block."""
 
-    def __init__(self, *args: str) -> None:
-        super().__init__([sys.executable, str(Path(__file__).resolve()), *args], name="arith writer")
-        self.args = args
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get_json("/stats")
-        return result
+    script = Path(__file__).resolve()
+    label = "arith writer"
 
 
 if __name__ == "__main__":

@@ -287,25 +287,25 @@ def _round_stages(
         console.print(rounds.probe_line(hard), highlight=False)
 
     def generate() -> None:
-        if _has_rows(wrong):
+        if rounds.has_rows(wrong):
             _generate(gen, console)
-        if _has_rows(disagreeing):
+        if rounds.has_rows(disagreeing):
             _generate(gen_disagree, console)
 
     def filter_round() -> None:
-        if _has_rows(wrong):
+        if rounds.has_rows(wrong):
             _filter(filt, console)
-        if _has_rows(disagreeing):
+        if rounds.has_rows(disagreeing):
             _filter(filt_disagree, console)
 
     def generated() -> bool:
-        return (not _has_rows(wrong) or here.samples.exists()) and (
-            not _has_rows(disagreeing) or disagree.samples.exists()
+        return (not rounds.has_rows(wrong) or here.samples.exists()) and (
+            not rounds.has_rows(disagreeing) or disagree.samples.exists()
         )
 
     def filtered() -> bool:
-        return (not _has_rows(wrong) or here.filtered.exists()) and (
-            not _has_rows(disagreeing) or disagree.filtered.exists()
+        return (not rounds.has_rows(wrong) or here.filtered.exists()) and (
+            not rounds.has_rows(disagreeing) or disagree.filtered.exists()
         )
 
     def train() -> None:
@@ -321,10 +321,6 @@ def _round_stages(
         Stage(f"round{number}:train", train_print, train, folder.is_student),
         Stage(f"round{number}:eval", eval_print, _evaluator(student, ev, console), folder.evaluation.exists),
     ]
-
-
-def _has_rows(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
 
 
 def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, console: Console) -> list[Stage]:
@@ -356,7 +352,7 @@ def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, c
     summary = new_problems.summary_path(out, number)
 
     def write_stage() -> None:
-        if not _has_rows(hard):
+        if not rounds.has_rows(hard):
             write_jsonl_atomic(questions, [])
             write_jsonl_atomic(new_problems.unwritten_path(out, number), [])
             return
@@ -371,11 +367,11 @@ def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, c
         )
 
     def solve_stage() -> None:
-        if _has_rows(questions):
+        if rounds.has_rows(questions):
             _generate(solve, console)
 
     def agree_stage() -> None:
-        if _has_rows(questions):
+        if rounds.has_rows(questions):
             _filter(filt, console)
         result = new_problems.agree(out, number, drawn, _answer_patterns(solve))
         console.print(new_problems.summary_line(result), highlight=False)
@@ -386,7 +382,7 @@ def _new_problem_stages(config: PipelineConfig, number: int, probe_print: str, c
             f"round{number}:solve",
             solve_print,
             solve_stage,
-            lambda: not _has_rows(questions) or RunDir(solve.out).samples.exists(),
+            lambda: not rounds.has_rows(questions) or RunDir(solve.out).samples.exists(),
         ),
         Stage(f"round{number}:agree", agree_print, agree_stage, summary.exists),
     ]

@@ -234,7 +234,7 @@ def write_union(out: str | Path, number: int) -> int:
             (round_dir(out, r), wrong_input_path(out, r)),
             (disagree_dir(out, r), disagree_input_path(out, r)),
         ):
-            if asked.exists() and asked.stat().st_size > 0:  # not what an earlier probe's hard problems left
+            if has_rows(asked):  # not what an earlier probe's hard problems left
                 sources.append(RunDir(run).filtered)
         sources.append(records_path(out, r))
     rows: list[dict[str, Any]] = []
@@ -286,6 +286,11 @@ def _hard_counts(out: str | Path, number: int) -> dict[str, int]:
     hard = hard_problems_path(out, number)
     triggers = Counter(row.get("trigger", "wrong") for row in read_jsonl(hard)) if hard.exists() else Counter()
     return {"hard_problems": sum(triggers.values()), "wrong": triggers["wrong"], "disagree": triggers["disagree"]}
+
+
+def has_rows(path: Path) -> bool:
+    """Whether a JSONL input (hard problems, new questions) holds any problem."""
+    return path.exists() and path.stat().st_size > 0
 
 
 def _count_lines(path: Path) -> int:
