@@ -254,6 +254,7 @@ def round_accuracies(out: str | Path) -> list[dict[str, Any]]:
     """Per round (0: the pipeline's first student), the held-out accuracy record of its student, where
     evaluated, with what the round did: its hard problems (``wrong`` / ``disagree``), the new problems
     kept, and the records its student trained on (round 0: the run's filtered samples)."""
+    from cotfactory.new_problems import summary_path
     from cotfactory.run_dir import StudentDir
 
     found = []
@@ -267,7 +268,7 @@ def round_accuracies(out: str | Path) -> list[dict[str, Any]]:
             record = json.loads(evaluation.read_text())
             record["round"] = number
             record |= _hard_counts(out, number)
-            new = round_dir(out, number) / "new_problems.json"  # cotfactory.new_problems.summary_path
+            new = summary_path(out, number)
             if new.exists():
                 record["new_problems"] = json.loads(new.read_text())["kept"]
             trained_on = RunDir(out).filtered if number == 0 else union_path(out, number)
